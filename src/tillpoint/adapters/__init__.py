@@ -1,0 +1,1 @@
+"""Adapters: database, providers, brokers and crypto, satisfying the service ports."""

@@ -1,0 +1,584 @@
+"""Repositories: explicit Core statements mapped to domain objects. Few round trips: a payment's
+save is one UPDATE plus one multi-row INSERT per table it touches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tillpoint.adapters.db import tables as t
+from tillpoint.domain.errors import ActivePaymentExists, InvalidStateTransition
+from tillpoint.domain.money import Money
+from tillpoint.domain.order import HistoryEntry, Order, OrderStatus
+from tillpoint.domain.payment import (
+    ACTIVE,
+    CaptureMethod,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    RecordedEvent,
+    Refund,
+    RefundStatus,
+)
+from tillpoint.domain.snapshot import CheckoutSnapshot, LineItem, Totals
+from tillpoint.service.ports import PaymentFilter, StoredEvent
+
+Row = sa.Row[Any]
+
+
+def _lock(stmt: sa.Select[Any], conn: AsyncConnection, for_update: bool) -> sa.Select[Any]:
+    # SQLite serializes writers with BEGIN IMMEDIATE; FOR UPDATE is PostgreSQL's row lock.
+    if for_update and conn.dialect.name != "sqlite":
+        return stmt.with_for_update()
+    return stmt
+
+
+def dump_json(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class ConcurrentUpdate(InvalidStateTransition):
+    """The row changed under us; the request may be retried."""
+
+
+# -- orders --------------------------------------------------------------------------------------
+
+
+def _order(row: Row) -> Order:
+    return Order(
+        order_id=row.order_id,
+        buyer_id=row.buyer_id,
+        amount=Money(row.amount_minor, row.currency),
+        status=OrderStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+    )
+
+
+def _history_rows(order_id: str, entries: list[HistoryEntry]) -> list[dict[str, Any]]:
+    return [
+        {
+            "order_id": order_id,
+            "from_status": e.from_status.value if e.from_status else None,
+            "to_status": e.to_status.value,
+            "reason": e.reason[:200],
+            "source": e.source,
+            "actor": e.actor,
+            "correlation_id": e.correlation_id,
+            "created_at": e.created_at,
+        }
+        for e in entries
+    ]
+
+
+class SqlOrders:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, order: Order) -> None:
+        await self.conn.execute(
+            t.orders.insert().values(
+                order_id=order.order_id,
+                buyer_id=order.buyer_id,
+                amount_minor=order.amount.minor,
+                currency=order.amount.currency,
+                status=order.status.value,
+                version=0,
+                created_at=order.created_at,
+                updated_at=order.updated_at,
+            )
+        )
+        await self._history(order)
+
+    async def _history(self, order: Order) -> None:
+        entries = order.take_history()
+        if entries:
+            await self.conn.execute(
+                t.order_status_history.insert(), _history_rows(order.order_id, entries)
+            )
+
+    async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
+        stmt = _lock(
+            sa.select(t.orders).where(t.orders.c.order_id == order_id), self.conn, for_update
+        )
+        row = (await self.conn.execute(stmt)).first()
+        return _order(row) if row else None
+
+    async def save(self, order: Order) -> None:
+        result = await self.conn.execute(
+            t.orders.update()
+            .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
+            .values(
+                status=order.status.value,
+                amount_minor=order.amount.minor,
+                version=order.version + 1,
+                updated_at=order.updated_at,
+            )
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"order {order.order_id} changed concurrently; retry")
+        order.version += 1
+        await self._history(order)
+
+    async def history(self, order_id: str) -> list[HistoryEntry]:
+        h = t.order_status_history
+        rows = await self.conn.execute(
+            sa.select(h).where(h.c.order_id == order_id).order_by(h.c.id)
+        )
+        return [
+            HistoryEntry(
+                OrderStatus(r.from_status) if r.from_status else None,
+                OrderStatus(r.to_status),
+                r.reason,
+                r.source,
+                r.actor,
+                r.correlation_id,
+                r.created_at,
+            )
+            for r in rows
+        ]
+
+
+# -- payments ------------------------------------------------------------------------------------
+
+
+def _payment(row: Row) -> Payment:
+    method = dict(row.payment_method or {})
+    return Payment(
+        id=row.payment_id,
+        order_id=row.order_id,
+        buyer_id=row.buyer_id,
+        status=PaymentStatus(row.status),
+        amount=Money(row.amount_minor, row.currency),
+        capture_method=CaptureMethod(row.capture_method),
+        provider=row.provider,
+        provider_payment_id=row.provider_payment_id,
+        payment_method=PaymentMethod(**method),
+        authorized_minor=row.authorized_minor,
+        captured_minor=row.captured_minor,
+        refunded_minor=row.refunded_minor,
+        refund_pending_minor=row.refund_pending_minor,
+        failure_code=row.failure_code,
+        failure_message=row.failure_message,
+        next_action=row.next_action,
+        snapshot_id=row.snapshot_id,
+        request_key=row.request_key,
+        sequence=row.sequence,
+        version=row.version,
+        operation_count=row.operation_count,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _method(method: PaymentMethod) -> dict[str, Any]:
+    return {
+        k: v
+        for k, v in {
+            "type": method.type,
+            "token": method.token,
+            "brand": method.brand,
+            "last4": method.last4,
+            "exp_month": method.exp_month,
+            "exp_year": method.exp_year,
+            "holder_name": method.holder_name,
+        }.items()
+        if v is not None
+    }
+
+
+def _mutable(payment: Payment) -> dict[str, Any]:
+    return {
+        "status": payment.status.value,
+        "provider_payment_id": payment.provider_payment_id,
+        "payment_method": _method(payment.payment_method),
+        "authorized_minor": payment.authorized_minor,
+        "captured_minor": payment.captured_minor,
+        "refunded_minor": payment.refunded_minor,
+        "refund_pending_minor": payment.refund_pending_minor,
+        "failure_code": payment.failure_code,
+        "failure_message": payment.failure_message,
+        "next_action": dict(payment.next_action) if payment.next_action is not None else None,
+        "sequence": payment.sequence,
+        "operation_count": payment.operation_count,
+        "updated_at": payment.updated_at,
+    }
+
+
+class SqlPayments:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, payment: Payment) -> None:
+        try:
+            await self.conn.execute(
+                t.payments.insert().values(
+                    payment_id=payment.id,
+                    order_id=payment.order_id,
+                    buyer_id=payment.buyer_id,
+                    amount_minor=payment.amount.minor,
+                    currency=payment.amount.currency,
+                    capture_method=payment.capture_method.value,
+                    provider=payment.provider,
+                    snapshot_id=payment.snapshot_id,
+                    request_key=payment.request_key,
+                    version=0,
+                    created_at=payment.created_at,
+                    **_mutable(payment),
+                )
+            )
+        except IntegrityError as exc:  # the partial unique index: the transaction is over
+            if "request_key" in str(exc.orig):
+                raise
+            raise ActivePaymentExists(
+                f"order {payment.order_id} already has an active payment"
+            ) from exc
+        await self._events(payment.take_events(), payment.id)
+
+    async def save(self, payment: Payment) -> None:
+        result = await self.conn.execute(
+            t.payments.update()
+            .where(t.payments.c.payment_id == payment.id, t.payments.c.version == payment.version)
+            .values(version=payment.version + 1, **_mutable(payment))
+        )
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(f"payment {payment.id} changed concurrently; retry")
+        payment.version += 1
+        await self._events(payment.take_events(), payment.id)
+
+    async def _events(self, events: list[RecordedEvent], payment_id: str) -> None:
+        if not events:
+            return
+        await self.conn.execute(
+            t.payment_events.insert(),
+            [
+                {
+                    "event_id": e.id,
+                    "payment_id": payment_id,
+                    "event_type": e.event_type,
+                    "payload": dict(e.payload),
+                    "created_at": e.created_at,
+                }
+                for e in events
+            ],
+        )
+        published = [e for e in events if e.routing_key is not None and e.message is not None]
+        if published:
+            await self.conn.execute(
+                t.outbox.insert(),
+                [
+                    {
+                        "event_id": e.id,
+                        "aggregate_id": payment_id,
+                        "routing_key": e.routing_key,
+                        "message_type": f"{e.routing_key}.v1",
+                        "sequence": (e.message or {})["sequence"],
+                        "body": dump_json(e.message or {}),
+                        "created_at": e.created_at,
+                    }
+                    for e in published
+                ],
+            )
+
+    async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
+        stmt = sa.select(t.payments).where(t.payments.c.payment_id == payment_id)
+        row = (await self.conn.execute(_lock(stmt, self.conn, for_update))).first()
+        return _payment(row) if row else None
+
+    async def by_request_key(self, request_key: str) -> Payment | None:
+        stmt = sa.select(t.payments).where(t.payments.c.request_key == request_key)
+        row = (await self.conn.execute(stmt)).first()
+        return _payment(row) if row else None
+
+    async def by_provider_id(
+        self, provider: str, provider_payment_id: str, *, for_update: bool = False
+    ) -> Payment | None:
+        stmt = sa.select(t.payments).where(
+            t.payments.c.provider == provider,
+            t.payments.c.provider_payment_id == provider_payment_id,
+        )
+        row = (await self.conn.execute(_lock(stmt, self.conn, for_update))).first()
+        return _payment(row) if row else None
+
+    async def active_for_order(self, order_id: str) -> Payment | None:
+        stmt = sa.select(t.payments).where(
+            t.payments.c.order_id == order_id,
+            t.payments.c.status.in_([s.value for s in ACTIVE]),
+        )
+        row = (await self.conn.execute(stmt)).first()
+        return _payment(row) if row else None
+
+    async def for_order(self, order_id: str) -> list[Payment]:
+        stmt = (
+            sa.select(t.payments)
+            .where(t.payments.c.order_id == order_id)
+            .order_by(t.payments.c.payment_id.desc())
+        )
+        return [_payment(r) for r in await self.conn.execute(stmt)]
+
+    async def page(
+        self, filters: PaymentFilter, limit: int, cursor: str | None
+    ) -> tuple[list[Payment], str | None]:
+        p = t.payments.c
+        stmt = sa.select(t.payments).order_by(p.payment_id.desc()).limit(limit + 1)
+        conditions: list[sa.ColumnElement[bool]] = []
+        if filters.status:
+            conditions.append(p.status == filters.status)
+        if filters.order_id:
+            conditions.append(p.order_id == filters.order_id)
+        if filters.provider:
+            conditions.append(p.provider == filters.provider)
+        if filters.buyer_id:
+            conditions.append(p.buyer_id == filters.buyer_id)
+        if filters.created_from:
+            conditions.append(p.created_at >= filters.created_from)
+        if filters.created_to:
+            conditions.append(p.created_at < filters.created_to)
+        if cursor:
+            conditions.append(p.payment_id < cursor)
+        rows = [_payment(r) for r in await self.conn.execute(stmt.where(*conditions))]
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].id
+        return rows, None
+
+    async def events(self, payment_id: str) -> list[StoredEvent]:
+        e = t.payment_events
+        rows = await self.conn.execute(
+            sa.select(e).where(e.c.payment_id == payment_id).order_by(e.c.id)
+        )
+        return [StoredEvent(r.event_id, r.event_type, r.payload, r.created_at) for r in rows]
+
+    async def stale_initiated(self, older_than: datetime, limit: int) -> list[str]:
+        p = t.payments.c
+        rows = await self.conn.execute(
+            sa.select(p.payment_id)
+            .where(p.status == PaymentStatus.INITIATED.value, p.created_at < older_than)
+            .order_by(p.created_at)
+            .limit(limit)
+        )
+        return [r.payment_id for r in rows]
+
+
+# -- operations (the provider ledger) ------------------------------------------------------------
+
+
+def _operation(row: Row) -> Operation:
+    return Operation(
+        id=row.transaction_id,
+        payment_id=row.payment_id,
+        kind=OperationKind(row.kind),
+        status=OperationStatus(row.status),
+        amount=Money(row.amount_minor, row.currency),
+        idempotency_key=row.idempotency_key,
+        provider_reference=row.provider_reference,
+        refund_id=row.refund_id,
+        error_code=row.error_code,
+        error_message=row.error_message,
+        check_count=row.check_count,
+        next_check_at=row.next_check_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _operation_state(op: Operation) -> dict[str, Any]:
+    return {
+        "status": op.status.value,
+        "provider_reference": op.provider_reference,
+        "error_code": op.error_code,
+        "error_message": (op.error_message or "")[:500] or None,
+        "check_count": op.check_count,
+        "next_check_at": op.next_check_at,
+        "updated_at": op.updated_at,
+    }
+
+
+class SqlOperations:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, op: Operation) -> None:
+        await self.conn.execute(
+            t.payment_transactions.insert().values(
+                transaction_id=op.id,
+                payment_id=op.payment_id,
+                kind=op.kind.value,
+                amount_minor=op.amount.minor,
+                currency=op.amount.currency,
+                idempotency_key=op.idempotency_key,
+                refund_id=op.refund_id,
+                created_at=op.created_at,
+                **_operation_state(op),
+            )
+        )
+
+    async def save(self, op: Operation) -> None:
+        tx = t.payment_transactions
+        await self.conn.execute(
+            tx.update().where(tx.c.transaction_id == op.id).values(**_operation_state(op))
+        )
+
+    async def get(self, op_id: str) -> Operation | None:
+        tx = t.payment_transactions
+        row = (await self.conn.execute(sa.select(tx).where(tx.c.transaction_id == op_id))).first()
+        return _operation(row) if row else None
+
+    async def open_for(self, payment_id: str) -> list[Operation]:
+        tx = t.payment_transactions
+        rows = await self.conn.execute(
+            sa.select(tx)
+            .where(
+                tx.c.payment_id == payment_id,
+                tx.c.status.in_([OperationStatus.PENDING.value, OperationStatus.UNKNOWN.value]),
+            )
+            .order_by(tx.c.created_at)
+        )
+        return [_operation(r) for r in rows]
+
+    async def for_payment(self, payment_id: str) -> list[Operation]:
+        tx = t.payment_transactions
+        rows = await self.conn.execute(
+            sa.select(tx).where(tx.c.payment_id == payment_id).order_by(tx.c.created_at)
+        )
+        return [_operation(r) for r in rows]
+
+    async def due_for_check(self, now: datetime, limit: int) -> list[Operation]:
+        tx = t.payment_transactions
+        stmt = (
+            sa.select(tx)
+            .where(
+                tx.c.status.in_([OperationStatus.PENDING.value, OperationStatus.UNKNOWN.value]),
+                tx.c.next_check_at.is_not(None),
+                tx.c.next_check_at <= now,
+            )
+            .order_by(tx.c.next_check_at)
+            .limit(limit)
+        )
+        if self.conn.dialect.name != "sqlite":
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [_operation(r) for r in await self.conn.execute(stmt)]
+
+
+# -- refunds ------------------------------------------------------------------------------------
+
+
+def _refund(row: Row) -> Refund:
+    return Refund(
+        id=row.refund_id,
+        payment_id=row.payment_id,
+        amount=Money(row.amount_minor, row.currency),
+        reason=row.reason,
+        status=RefundStatus(row.status),
+        provider_refund_id=row.provider_refund_id,
+        created_at=row.created_at,
+        processed_at=row.processed_at,
+    )
+
+
+class SqlRefunds:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, refund: Refund) -> None:
+        await self.conn.execute(
+            t.refunds.insert().values(
+                refund_id=refund.id,
+                payment_id=refund.payment_id,
+                amount_minor=refund.amount.minor,
+                currency=refund.amount.currency,
+                reason=refund.reason,
+                status=refund.status.value,
+                provider_refund_id=refund.provider_refund_id,
+                created_at=refund.created_at,
+                processed_at=refund.processed_at,
+            )
+        )
+
+    async def save(self, refund: Refund) -> None:
+        await self.conn.execute(
+            t.refunds.update()
+            .where(t.refunds.c.refund_id == refund.id)
+            .values(
+                status=refund.status.value,
+                provider_refund_id=refund.provider_refund_id,
+                processed_at=refund.processed_at,
+            )
+        )
+
+    async def get(self, refund_id: str) -> Refund | None:
+        row = (
+            await self.conn.execute(sa.select(t.refunds).where(t.refunds.c.refund_id == refund_id))
+        ).first()
+        return _refund(row) if row else None
+
+    async def for_payment(self, payment_id: str) -> list[Refund]:
+        rows = await self.conn.execute(
+            sa.select(t.refunds)
+            .where(t.refunds.c.payment_id == payment_id)
+            .order_by(t.refunds.c.created_at, t.refunds.c.refund_id)
+        )
+        return [_refund(r) for r in rows]
+
+
+# -- checkout snapshots --------------------------------------------------------------------------
+
+
+class SqlSnapshots:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, snapshot: CheckoutSnapshot) -> None:
+        totals = snapshot.totals
+        await self.conn.execute(
+            t.checkout_snapshots.insert().values(
+                snapshot_id=snapshot.id,
+                order_id=snapshot.order_id,
+                currency=totals.total.currency,
+                items=[
+                    {
+                        "variant_id": i.variant_id,
+                        "quantity": i.quantity,
+                        "unit_amount_minor": i.unit_amount.minor,
+                    }
+                    for i in snapshot.items
+                ],
+                subtotal_minor=totals.subtotal.minor,
+                discount_minor=totals.discount.minor,
+                shipping_minor=totals.shipping.minor,
+                tax_minor=totals.tax.minor,
+                total_minor=totals.total.minor,
+                created_at=snapshot.created_at,
+                expires_at=snapshot.expires_at,
+            )
+        )
+
+    async def get(self, snapshot_id: str) -> CheckoutSnapshot | None:
+        s = t.checkout_snapshots
+        row = (await self.conn.execute(sa.select(s).where(s.c.snapshot_id == snapshot_id))).first()
+        if row is None:
+            return None
+        cur = row.currency
+        items = tuple(
+            LineItem(i["variant_id"], i["quantity"], Money(i["unit_amount_minor"], cur))
+            for i in row.items
+        )
+        totals = Totals(
+            Money(row.subtotal_minor, cur),
+            Money(row.discount_minor, cur),
+            Money(row.shipping_minor, cur),
+            Money(row.tax_minor, cur),
+            Money(row.total_minor, cur),
+        )
+        return CheckoutSnapshot(
+            row.snapshot_id, row.order_id, items, totals, row.created_at, row.expires_at
+        )

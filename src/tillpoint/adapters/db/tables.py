@@ -1,0 +1,316 @@
+"""Every table, as SQLAlchemy Core. Alembic migrations are written against this metadata.
+
+Amount invariants (`refunded ≤ captured ≤ authorized ≤ amount`) are check constraints, and one
+active payment per order is a partial unique index: the database refuses what the code must
+never do, even from parallel processes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = sa.MetaData(naming_convention=NAMING)
+
+ACTIVE_STATUSES = ("INITIATED", "PROCESSING", "REQUIRES_ACTION", "AUTHORIZED")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC on both databases (SQLite keeps no zone of its own)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Money = sa.BigInteger
+
+
+def _ts(name: str, nullable: bool = False) -> sa.Column[Any]:
+    return sa.Column(name, UTCDateTime(), nullable=nullable)
+
+
+orders = sa.Table(
+    "orders",
+    metadata,
+    sa.Column("order_id", sa.String(64), primary_key=True),
+    sa.Column("buyer_id", sa.String(128), nullable=False, index=True),
+    sa.Column("amount_minor", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+
+order_status_history = sa.Table(
+    "order_status_history",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column(
+        "order_id", sa.String(64), sa.ForeignKey("orders.order_id"), nullable=False, index=True
+    ),
+    sa.Column("from_status", sa.String(24)),
+    sa.Column("to_status", sa.String(24), nullable=False),
+    sa.Column("reason", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(128)),
+    sa.Column("correlation_id", sa.String(128)),
+    _ts("created_at"),
+)
+
+checkout_snapshots = sa.Table(
+    "checkout_snapshots",
+    metadata,
+    sa.Column("snapshot_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "order_id", sa.String(64), sa.ForeignKey("orders.order_id"), nullable=False, index=True
+    ),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("items", sa.JSON, nullable=False),
+    sa.Column("subtotal_minor", Money, nullable=False),
+    sa.Column("discount_minor", Money, nullable=False),
+    sa.Column("shipping_minor", Money, nullable=False),
+    sa.Column("tax_minor", Money, nullable=False),
+    sa.Column("total_minor", Money, nullable=False),
+    _ts("created_at"),
+    _ts("expires_at"),
+    sa.CheckConstraint("total_minor > 0", name="total_positive"),
+)
+
+payments = sa.Table(
+    "payments",
+    metadata,
+    sa.Column("payment_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "order_id", sa.String(64), sa.ForeignKey("orders.order_id"), nullable=False, index=True
+    ),
+    sa.Column("buyer_id", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("amount_minor", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("capture_method", sa.String(16), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("provider_payment_id", sa.String(128)),
+    sa.Column("payment_method", sa.JSON, nullable=False),
+    sa.Column("authorized_minor", Money, nullable=False, server_default="0"),
+    sa.Column("captured_minor", Money, nullable=False, server_default="0"),
+    sa.Column("refunded_minor", Money, nullable=False, server_default="0"),
+    sa.Column("refund_pending_minor", Money, nullable=False, server_default="0"),
+    sa.Column("failure_code", sa.String(64)),
+    sa.Column("failure_message", sa.String(500)),
+    sa.Column("next_action", sa.JSON),
+    sa.Column("snapshot_id", sa.String(40)),
+    sa.Column("request_key", sa.String(64), unique=True),
+    sa.Column("sequence", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("operation_count", sa.Integer, nullable=False, server_default="0"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    sa.CheckConstraint("authorized_minor <= amount_minor", name="authorized_le_amount"),
+    sa.CheckConstraint("captured_minor <= authorized_minor", name="captured_le_authorized"),
+    sa.CheckConstraint(
+        "refunded_minor >= 0 AND refund_pending_minor >= 0 "
+        "AND refunded_minor + refund_pending_minor <= captured_minor",
+        name="refunded_le_captured",
+    ),
+    sa.Index("ix_payments_created", "created_at", "payment_id"),
+    sa.Index("ix_payments_provider_ref", "provider", "provider_payment_id"),
+    sa.Index(
+        "uq_payments_one_active_per_order",
+        "order_id",
+        unique=True,
+        postgresql_where=sa.text(f"status IN {ACTIVE_STATUSES!r}"),
+        sqlite_where=sa.text(f"status IN {ACTIVE_STATUSES!r}"),
+    ),
+)
+
+payment_events = sa.Table(
+    "payment_events",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(40), nullable=False, unique=True),
+    sa.Column(
+        "payment_id",
+        sa.String(40),
+        sa.ForeignKey("payments.payment_id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("event_type", sa.String(40), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    _ts("created_at"),
+)
+
+payment_transactions = sa.Table(
+    "payment_transactions",
+    metadata,
+    sa.Column("transaction_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "payment_id",
+        sa.String(40),
+        sa.ForeignKey("payments.payment_id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("amount_minor", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("idempotency_key", sa.String(128), nullable=False, unique=True),
+    sa.Column("provider_reference", sa.String(128)),
+    sa.Column("refund_id", sa.String(40)),
+    sa.Column("error_code", sa.String(64)),
+    sa.Column("error_message", sa.String(500)),
+    sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
+    _ts("next_check_at", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    sa.Index("ix_payment_transactions_due", "status", "next_check_at"),
+)
+
+refunds = sa.Table(
+    "refunds",
+    metadata,
+    sa.Column("refund_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "payment_id",
+        sa.String(40),
+        sa.ForeignKey("payments.payment_id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("amount_minor", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("reason", sa.String(500)),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("provider_refund_id", sa.String(128)),
+    _ts("created_at"),
+    _ts("processed_at", nullable=True),
+    sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("aggregate_id", sa.String(64), nullable=False, index=True),
+    sa.Column("routing_key", sa.String(64), nullable=False),
+    sa.Column("message_type", sa.String(64), nullable=False),
+    sa.Column("sequence", sa.Integer, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    _ts("created_at"),
+    _ts("published_at", nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(500)),
+    sa.Index(
+        "ix_outbox_unpublished",
+        "id",
+        postgresql_where=sa.text("published_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL"),
+    ),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("scope", sa.String(300), nullable=False),
+    sa.Column("key", sa.String(255), nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("response_code", sa.Integer),
+    sa.Column("response_body", sa.LargeBinary),
+    sa.Column("response_headers", sa.JSON),
+    _ts("locked_at", nullable=True),
+    _ts("created_at"),
+    _ts("expires_at"),
+    sa.UniqueConstraint("scope", "key", name="uq_idempotency_keys_scope_key"),
+    sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    sa.Column("webhook_event_id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("provider_event_id", sa.String(255), nullable=False),
+    sa.Column("event_type", sa.String(64), nullable=False),
+    sa.Column("signature_valid", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("provider_payment_id", sa.String(128)),
+    sa.Column("headers", sa.JSON, nullable=False),
+    sa.Column("body", sa.LargeBinary, nullable=False),
+    sa.Column("attempt_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.String(1000)),
+    _ts("received_at"),
+    _ts("processed_at", nullable=True),
+    _ts("next_attempt_at", nullable=True),
+    sa.UniqueConstraint("provider", "provider_event_id", name="uq_webhook_events_provider_event"),
+    sa.Index("ix_webhook_events_due", "status", "next_attempt_at"),
+)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("consumer", sa.String(64), primary_key=True),
+    sa.Column("message_id", sa.String(255), primary_key=True),
+    sa.Column("order_id", sa.String(64)),
+    sa.Column("payment_id", sa.String(40)),
+    _ts("received_at"),
+)
+
+mock_gateway_ledger = sa.Table(
+    "mock_gateway_ledger",
+    metadata,
+    sa.Column("idempotency_key", sa.String(128), primary_key=True),
+    sa.Column("operation", sa.String(16), nullable=False),
+    sa.Column("payment_id", sa.String(40), nullable=False, index=True),
+    sa.Column("provider_payment_id", sa.String(64), nullable=False, index=True),
+    sa.Column("reference", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("amount_minor", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+reconciliation_runs = sa.Table(
+    "reconciliation_runs",
+    metadata,
+    sa.Column("run_id", sa.String(40), primary_key=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("checked", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("resolved", sa.Integer, nullable=False, server_default="0"),
+    _ts("started_at"),
+    _ts("finished_at", nullable=True),
+)

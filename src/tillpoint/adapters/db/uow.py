@@ -1,0 +1,78 @@
+"""The unit of work: one connection, one transaction, rolled back unless committed."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from tillpoint.adapters.db.repositories import (
+    SqlOperations,
+    SqlOrders,
+    SqlPayments,
+    SqlRefunds,
+    SqlSnapshots,
+)
+from tillpoint.service.ports import (
+    OperationRepository,
+    OrderRepository,
+    PaymentRepository,
+    RefundRepository,
+    SnapshotRepository,
+)
+
+
+class SqlUnitOfWork:
+    orders: OrderRepository
+    payments: PaymentRepository
+    operations: OperationRepository
+    refunds: RefundRepository
+    snapshots: SnapshotRepository
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._conn: AsyncConnection | None = None
+        self._committed = False
+
+    @property
+    def connection(self) -> AsyncConnection:
+        assert self._conn is not None, "unit of work used outside `async with`"
+        return self._conn
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._engine.connect()
+        await self._conn.begin()
+        self.orders = SqlOrders(self._conn)
+        self.payments = SqlPayments(self._conn)
+        self.operations = SqlOperations(self._conn)
+        self.refunds = SqlRefunds(self._conn)
+        self.snapshots = SqlSnapshots(self._conn)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            if conn.in_transaction():
+                await conn.rollback()
+        finally:
+            await conn.close()
+
+    async def commit(self) -> None:
+        await self.connection.commit()
+        self._committed = True
+
+
+class SqlUnitOfWorkFactory:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def __call__(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine)

@@ -1,0 +1,82 @@
+"""Prometheus metrics (names from ARCHITECTURE.md) behind the service's `Telemetry` port."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY: Final = CollectorRegistry(auto_describe=True)
+
+COUNTERS: Final[dict[str, Counter]] = {
+    "payment_create_total": Counter(
+        "payment_create", "Payments created", ["status"], registry=REGISTRY
+    ),
+    "payment_confirm_total": Counter(
+        "payment_confirm",
+        "Payment confirmations by resulting status",
+        ["status"],
+        registry=REGISTRY,
+    ),
+    "payment_capture_total": Counter(
+        "payment_capture", "Capture requests by resulting status", ["status"], registry=REGISTRY
+    ),
+    "payment_authorized_total": Counter(
+        "payment_authorized", "Payments that reached AUTHORIZED", [], registry=REGISTRY
+    ),
+    "payment_webhook_total": Counter(
+        "payment_webhook",
+        "Inbound webhooks by provider and outcome",
+        ["provider", "status"],
+        registry=REGISTRY,
+    ),
+    "payment_idempotent_hit_total": Counter(
+        "payment_idempotent_hit",
+        "Requests answered from the idempotency store",
+        [],
+        registry=REGISTRY,
+    ),
+    "outbox_published_total": Counter(
+        "outbox_published", "Outbox rows published to the broker", [], registry=REGISTRY
+    ),
+    "janitor_resolved_total": Counter(
+        "janitor_resolved",
+        "Open provider operations resolved by asking the provider",
+        ["status"],
+        registry=REGISTRY,
+    ),
+}
+HISTOGRAMS: Final[dict[str, Histogram]] = {
+    "payment_attempt_duration_seconds": Histogram(
+        "payment_attempt_duration_seconds",
+        "Provider call duration",
+        ["provider", "operation"],
+        registry=REGISTRY,
+    ),
+    "outbox_lag_seconds": Histogram(
+        "outbox_lag_seconds",
+        "Time from commit to publish",
+        [],
+        registry=REGISTRY,
+        buckets=(0.01, 0.05, 0.1, 0.5, 1, 2, 5, 10, 30, 60, 300),
+    ),
+}
+GAUGES: Final[dict[str, Gauge]] = {
+    "outbox_backlog": Gauge("outbox_backlog", "Unpublished outbox rows", registry=REGISTRY),
+    "webhook_backlog": Gauge(
+        "webhook_backlog", "Stored webhooks waiting to be processed", registry=REGISTRY
+    ),
+}
+
+
+class PrometheusTelemetry:
+    def count(self, name: str, **labels: str) -> None:
+        counter = COUNTERS[name]
+        (counter.labels(**labels) if labels else counter).inc()
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        histogram = HISTOGRAMS[name]
+        (histogram.labels(**labels) if labels else histogram).observe(seconds)
+
+    def gauge(self, name: str, value: float) -> None:
+        GAUGES[name].set(value)

@@ -1,0 +1,108 @@
+"""Settings: environment variables with the prefix `TILLPOINT_` (a `.env` file works too).
+
+Every setting is documented in docs/configuration.md.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from tillpoint.domain.order import FailurePolicy
+
+_DURATION = re.compile(r"(?P<n>[0-9]+)(?P<unit>ms|s|m|h|d)")
+_UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(value: object) -> timedelta:
+    """`"24h"`, `"15m"`, `"90s"`, `"1d"`, or a number of seconds."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    text = str(value).strip()
+    if text.isdigit():
+        return timedelta(seconds=int(text))
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 24h or 1d")
+    return timedelta(**{_UNITS[match["unit"]]: int(match["n"])})
+
+
+def _durations(value: object) -> tuple[timedelta, ...]:
+    if isinstance(value, str):
+        value = [part for part in value.split(",") if part.strip()]
+    assert isinstance(value, list | tuple)
+    return tuple(parse_duration(v) for v in value)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Durations = Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_durations)]
+
+
+class ApiKey(BaseModel):
+    key: SecretStr = Field(min_length=16)
+    role: Literal["admin", "service", "customer"]
+    subject: str | None = None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TILLPOINT_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./tillpoint.db"
+    db_pool_size: int = Field(10, ge=1, le=100)
+    broker_url: str = ""
+    events_exchange: str = "payments.events"
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    state_dir: str = ".tillpoint"
+    default_provider: str = "mock"
+    on_payment_failure: FailurePolicy = FailurePolicy.KEEP_PENDING
+    idempotency_ttl: Duration = timedelta(hours=24)
+    idempotency_lock_timeout: Duration = timedelta(seconds=90)
+    snapshot_ttl: Duration = timedelta(minutes=15)
+    payment_ttl: Duration = timedelta(minutes=30)
+    provider_timeout: Duration = timedelta(seconds=5)
+    recheck_schedule: Durations = (timedelta(minutes=5), timedelta(hours=1), timedelta(days=1))
+    janitor_interval: Duration = timedelta(seconds=5)
+    mock_delay_ms: int = Field(0, ge=0, le=60_000)
+    mock_webhook_secret: SecretStr | None = None
+    mock_webhook_url: str = ""
+    webhook_max_attempts: int = Field(10, ge=1, le=100)
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    run_workers_in_api: bool | None = None
+    # Test-only fault injection, e.g. "crash_after_provider_call". Never set in production.
+    test_faults: Annotated[frozenset[str], NoDecode] = frozenset()
+
+    @field_validator("test_faults", mode="before")
+    @classmethod
+    def _faults(cls, value: object) -> object:
+        if isinstance(value, str):
+            return frozenset(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @cached_property
+    def embedded(self) -> bool:
+        """SQLite: the one-command setup (dev keys, workers inside `serve`)."""
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def workers_in_api(self) -> bool:
+        if self.run_workers_in_api is not None:
+            return self.run_workers_in_api
+        return self.embedded and not self.broker_url

@@ -1,0 +1,1 @@
+"""Pure domain model: money, aggregates, the transition tables, events and errors. No I/O."""

@@ -1,0 +1,87 @@
+"""FastAPI dependencies: the container, the authenticated principal and role checks.
+
+Dependencies only read: nothing commits here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+
+from tillpoint.adapters.keys import Principal
+from tillpoint.bootstrap import Container
+from tillpoint.domain.order import ChangeContext
+from tillpoint.entrypoints.api.context import correlation_id_var
+from tillpoint.service.context import Deps
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal (auth, idempotency headers) rendered as a problem document."""
+
+    def __init__(self, code: str, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        self.headers = headers
+
+
+def get_container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+ContainerDep = Annotated[Container, Depends(get_container)]
+
+
+def get_deps(container: ContainerDep) -> Deps:
+    return container.deps
+
+
+DepsDep = Annotated[Deps, Depends(get_deps)]
+
+
+def authenticate(request: Request, container: ContainerDep) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise ApiError(
+            "unauthenticated",
+            "send `Authorization: Bearer <api key>`",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = container.keys.authenticate(token.strip())
+    if principal is None:
+        raise ApiError("unauthenticated", "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+    return principal
+
+
+def require(*roles: str) -> Callable[..., Coroutine[Any, Any, Principal]]:
+    """Admin may do everything; a customer outside its routes sees 404, not 403."""
+    allowed = {"admin", *roles}
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if principal.role in allowed:
+            return principal
+        if principal.role == "customer":
+            raise ApiError("not_found", "not found")
+        raise ApiError("forbidden", f"the {principal.role} role may not do this")
+
+    return check
+
+
+Service = Annotated[Principal, Depends(require("service"))]
+Admin = Annotated[Principal, Depends(require())]
+ServiceOrCustomer = Annotated[Principal, Depends(require("service", "customer"))]
+
+
+def change_context(principal: Principal, source: str = "api") -> ChangeContext:
+    return ChangeContext(source=source, actor=principal.id, correlation_id=correlation_id_var.get())
+
+
+def buyer_scope(principal: Principal) -> str | None:
+    """A customer sees only its own orders and payments."""
+    if principal.role == "customer":
+        return principal.subject or "\x00no-subject"
+    return None

@@ -1,0 +1,99 @@
+"""Runs a mutating request through the idempotency layer and renders its outcome.
+
+Auth and body validation run before this (as FastAPI dependencies), so 401, 403 and
+validation 422 never reach the store.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Request
+from starlette.responses import Response
+
+from tillpoint.adapters.keys import Principal
+from tillpoint.bootstrap import Container
+from tillpoint.domain.errors import DomainError
+from tillpoint.entrypoints.api.dependencies import ApiError
+from tillpoint.entrypoints.api.errors import domain_problem
+from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
+from tillpoint.service.idempotency import StoredResponse, fingerprint
+
+Action = Callable[[bool], Awaitable[tuple[int, Any]]]
+MAX_KEY = 255
+
+
+def _key(request: Request, body: Any, body_key: bool) -> str:
+    key = request.headers.get("idempotency-key")
+    if key is None and body_key and isinstance(body, dict):
+        candidate = body.get("idempotency_key")
+        key = candidate if isinstance(candidate, str) else None
+    if key is None or key == "":
+        raise ApiError(
+            "idempotency_key_missing", "send an `Idempotency-Key` header (1-255 characters)"
+        )
+    if len(key) > MAX_KEY or not key.isascii() or not key.isprintable():
+        raise ApiError(
+            "idempotency_key_invalid", "an Idempotency-Key is 1-255 printable ASCII characters"
+        )
+    return key
+
+
+def _json(status: int, payload: Any) -> StoredResponse:
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return StoredResponse(status, body, {"content-type": "application/json"})
+
+
+async def idempotent(
+    request: Request,
+    principal: Principal,
+    container: Container,
+    action: Action,
+    *,
+    body_key: bool = False,
+) -> Response:
+    raw = await request.body()
+    body = json.loads(raw) if raw else None
+    key = _key(request, body, body_key)
+    route = request.scope.get("route")
+    template = getattr(route, "path", request.url.path)
+    scope = f"{principal.id} {request.method} {template}"
+
+    async def work(resumed: bool) -> StoredResponse:
+        try:
+            status, payload = await action(resumed)
+        except DomainError as exc:
+            status, problem = domain_problem(exc)
+            return StoredResponse(status, problem, {"content-type": PROBLEM_JSON})
+        return _json(status, payload)
+
+    def refusal(code: str, detail: str) -> Callable[[], StoredResponse]:
+        def render() -> StoredResponse:
+            status, problem = problem_body(code, detail)
+            return StoredResponse(status, problem, {"content-type": PROBLEM_JSON})
+
+        return render
+
+    stored = await container.idempotency.run(
+        scope,
+        key,
+        fingerprint(request.url.path, body),
+        work,
+        on_reused=refusal(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request; use a new key",
+        ),
+        on_in_use=refusal(
+            "idempotency_key_in_use",
+            "a request with this Idempotency-Key is still running; retry shortly",
+        ),
+    )
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else {}
+    return Response(
+        stored.body,
+        status_code=stored.status_code,
+        media_type=stored.headers.get("content-type", "application/json"),
+        headers=headers,
+    )

@@ -1,0 +1,49 @@
+"""`X-Request-ID` on every response, correlation ids echoed, both bound to every log line."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tillpoint.entrypoints.api.context import correlation_id_var, request_id_var
+
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        sent = headers.get("x-request-id", "")
+        request_id = sent if _SAFE_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex}"
+        sent_correlation = headers.get("x-correlation-id", "")
+        correlation_id = sent_correlation if _SAFE_ID.fullmatch(sent_correlation) else None
+        request_token = request_id_var.set(request_id)
+        correlation_token = correlation_id_var.set(correlation_id)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        if correlation_id:
+            structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
+
+        async def send_with_ids(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [(b"x-request-id", request_id.encode())]
+                if correlation_id:
+                    extra.append((b"x-correlation-id", correlation_id.encode()))
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_ids)
+        finally:
+            request_id_var.reset(request_token)
+            correlation_id_var.reset(correlation_token)
+            structlog.contextvars.clear_contextvars()

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import JSONResponse, Response
+
+from tillpoint.adapters.telemetry import REGISTRY
+from tillpoint.entrypoints.api.dependencies import ContainerDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Alive")
+async def healthz() -> dict[str, str]:
+    return {"status": "UP"}
+
+
+@router.get("/healthz/ready", summary="Database and broker reachable")
+async def ready(container: ContainerDep) -> Response:
+    checks: dict[str, str] = {}
+    try:
+        async with container.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+        checks["database"] = "UP"
+    except Exception:  # any failure means not ready
+        checks["database"] = "DOWN"
+    broker = container.extras.get("broker_health")
+    if callable(broker):
+        checks["broker"] = "UP" if await broker() else "DOWN"
+    else:
+        checks["broker"] = "UP"
+    up = all(v == "UP" for v in checks.values())
+    return JSONResponse(
+        {"status": "UP" if up else "DOWN", "checks": checks}, status_code=200 if up else 503
+    )
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,201 @@
+from __future__ import annotations
+
+from hashlib import sha256
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from tillpoint.domain.money import Money
+from tillpoint.domain.payment import CaptureMethod, PaymentMethod
+from tillpoint.entrypoints.api.dependencies import (
+    Admin,
+    ContainerDep,
+    DepsDep,
+    Service,
+    ServiceOrCustomer,
+    buyer_scope,
+    change_context,
+)
+from tillpoint.entrypoints.api.idempotent import idempotent
+from tillpoint.entrypoints.api.schemas import (
+    CaptureIn,
+    ConfirmIn,
+    CreatePaymentIn,
+    ListPaymentsQuery,
+    MockCompleteIn,
+    RefundIn,
+    VoidIn,
+    event_json,
+    money_of,
+    payment_json,
+    refund_json,
+)
+from tillpoint.service import payments
+from tillpoint.service.ports import PaymentFilter
+
+router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
+
+
+@router.post("", status_code=201, summary="Create a payment for an order (INITIATED)")
+async def create_payment(
+    body: CreatePaymentIn, request: Request, principal: Service, container: ContainerDep
+) -> Response:
+    async def action(_resumed: bool) -> tuple[int, Any]:
+        key = request.headers.get("idempotency-key") or body.idempotency_key
+        cmd = payments.CreatePayment(
+            order_id=body.order_id,
+            amount=body.money,
+            provider=body.provider,
+            capture_method=CaptureMethod(body.capture_method),
+            payment_method=body.payment_method.domain() if body.payment_method else PaymentMethod(),
+            snapshot_id=body.snapshot_id,
+            request_key=_request_key(principal.id, key),
+        )
+        payment = await payments.create_payment(cmd, change_context(principal), deps=container.deps)
+        return 201, payment_json(payment)
+
+    return await idempotent(request, principal, container, action, body_key=True)
+
+
+def _request_key(principal_id: str, key: str | None) -> str | None:
+    """Ties the payment row to the request that made it, so a retry finds it again."""
+    if key is None:
+        return None
+    return sha256(f"{principal_id}\x00{key}".encode()).hexdigest()
+
+
+@router.get("", summary="List payments (admin), newest first, with filters and a cursor")
+async def list_payments(
+    query: Annotated[ListPaymentsQuery, Query()], principal: Admin, deps: DepsDep
+) -> dict[str, Any]:
+    filters = PaymentFilter(
+        status=query.status,
+        order_id=query.order_id,
+        provider=query.provider,
+        created_from=query.created_from,
+        created_to=query.created_to,
+    )
+    found, cursor = await payments.list_payments(filters, query.limit, query.cursor, deps=deps)
+    return {"data": [payment_json(p) for p in found], "next_cursor": cursor}
+
+
+@router.get("/{payment_id}", summary="A payment")
+async def get_payment(
+    payment_id: str, principal: ServiceOrCustomer, deps: DepsDep
+) -> dict[str, Any]:
+    payment = await payments.get_payment(payment_id, deps=deps, buyer_id=buyer_scope(principal))
+    return payment_json(payment)
+
+
+@router.get("/{payment_id}/events", summary="The payment's own event log, oldest first")
+async def payment_events(payment_id: str, principal: Service, deps: DepsDep) -> dict[str, Any]:
+    events = await payments.payment_events(payment_id, deps=deps)
+    return {"data": [event_json(e) for e in events]}
+
+
+@router.post("/{payment_id}/confirm", summary="Send the payment to its provider")
+async def confirm(
+    payment_id: str,
+    request: Request,
+    principal: Service,
+    container: ContainerDep,
+    body: ConfirmIn | None = None,
+) -> Response:
+    method = body.payment_method.domain() if body and body.payment_method else None
+
+    async def action(resumed: bool) -> tuple[int, Any]:
+        payment = await payments.confirm_payment(
+            payment_id, method, change_context(principal), deps=container.deps, resume=resumed
+        )
+        return 200, payment_json(payment)
+
+    return await idempotent(request, principal, container, action)
+
+
+@router.post("/{payment_id}/mock/complete", summary="Decide a mock payment's outcome")
+async def mock_complete(
+    payment_id: str,
+    body: MockCompleteIn,
+    request: Request,
+    principal: Service,
+    container: ContainerDep,
+) -> Response:
+    async def action(_resumed: bool) -> tuple[int, Any]:
+        payment = await payments.mock_complete(
+            payment_id,
+            body.result == "SUCCESS",
+            body.failure_code,
+            change_context(principal),
+            deps=container.deps,
+        )
+        return 200, payment_json(payment)
+
+    return await idempotent(request, principal, container, action)
+
+
+async def _amount(payment_id: str, amount: str | None, container: ContainerDep) -> Money | None:
+    if amount is None:
+        return None
+    payment = await payments.get_payment(payment_id, deps=container.deps)
+    return money_of(amount, payment.amount.currency)
+
+
+@router.post("/{payment_id}/capture", summary="Capture an authorized payment, fully or partly")
+async def capture(
+    payment_id: str,
+    request: Request,
+    principal: Service,
+    container: ContainerDep,
+    body: CaptureIn | None = None,
+) -> Response:
+    async def action(_resumed: bool) -> tuple[int, Any]:
+        amount = await _amount(payment_id, body.amount if body else None, container)
+        payment = await payments.capture_payment(
+            payment_id, amount, change_context(principal), deps=container.deps
+        )
+        return 200, payment_json(payment)
+
+    return await idempotent(request, principal, container, action)
+
+
+@router.post("/{payment_id}/void", summary="Cancel a payment before capture")
+async def void(
+    payment_id: str,
+    request: Request,
+    principal: Service,
+    container: ContainerDep,
+    body: VoidIn | None = None,
+) -> Response:
+    async def action(_resumed: bool) -> tuple[int, Any]:
+        payment = await payments.void_payment(
+            payment_id,
+            body.reason if body else None,
+            change_context(principal),
+            deps=container.deps,
+        )
+        return 200, payment_json(payment)
+
+    return await idempotent(request, principal, container, action)
+
+
+@router.post("/{payment_id}/refund", status_code=201, summary="Refund captured money (admin)")
+async def refund(
+    payment_id: str,
+    request: Request,
+    principal: Admin,
+    container: ContainerDep,
+    body: RefundIn | None = None,
+) -> Response:
+    async def action(_resumed: bool) -> tuple[int, Any]:
+        amount = await _amount(payment_id, body.amount if body else None, container)
+        result = await payments.refund_payment(
+            payment_id,
+            amount,
+            body.reason if body else None,
+            change_context(principal),
+            deps=container.deps,
+        )
+        return 201, refund_json(result)
+
+    return await idempotent(request, principal, container, action)

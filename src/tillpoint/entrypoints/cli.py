@@ -1,0 +1,110 @@
+"""`tillpoint serve | worker | migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+
+import structlog
+
+from tillpoint import __version__
+from tillpoint.adapters.db import migrate as migrations
+from tillpoint.adapters.keys import MissingApiKeys, load_keys
+from tillpoint.adapters.logging import configure_logging
+from tillpoint.config import Settings
+
+log = structlog.get_logger("tillpoint.cli")
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    try:
+        keys, dev_file = load_keys(settings)
+    except MissingApiKeys as exc:
+        log.error("startup.refused", reason=str(exc))
+        return 2
+    if settings.embedded:
+        migrations.upgrade(settings.database_url)
+    if dev_file is not None:
+        print(f"Development API keys (kept in {dev_file}):", file=sys.stderr)
+        for key in keys:
+            print(f"  {key.role:8} {key.key.get_secret_value()}", file=sys.stderr)
+    log.info(
+        "serve.starting",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        database=settings.database_url.split("@")[-1],
+        broker=bool(settings.broker_url),
+    )
+    uvicorn.run(
+        "tillpoint.entrypoints.api.asgi:app",
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _worker(_args: argparse.Namespace, settings: Settings) -> int:
+    from tillpoint.bootstrap import build
+    from tillpoint.entrypoints.worker import Worker
+
+    async def main() -> None:
+        container = build(settings)
+        worker = Worker(container)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, worker.stop)
+        try:
+            await worker.run()
+        finally:
+            await container.aclose()
+
+    if settings.embedded:
+        migrations.upgrade(settings.database_url)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+    return 0
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    migrations.upgrade(settings.database_url, args.revision)
+    print(json.dumps({"migrated": args.revision}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tillpoint", description="tillpoint payment service (settings: TILLPOINT_* env)"
+    )
+    parser.add_argument("--version", action="version", version=f"tillpoint {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1, help="API processes")
+    serve.set_defaults(run=_serve)
+    worker = sub.add_parser("worker", help="run the background worker loops")
+    worker.set_defaults(run=_worker)
+    migrate = sub.add_parser("migrate", help="apply database migrations")
+    migrate.add_argument("revision", nargs="?", default="head")
+    migrate.set_defaults(run=_migrate)
+    args = parser.parse_args(argv)
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
+    code: int = args.run(args, settings)
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

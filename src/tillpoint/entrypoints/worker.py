@@ -1,0 +1,76 @@
+"""Background loops: the janitor (unknown provider outcomes, stale payments, idempotency
+reaper) and whatever else is registered. `tillpoint worker` runs them; with the embedded
+defaults `tillpoint serve` runs them inside the API process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import structlog
+
+from tillpoint.bootstrap import Container
+from tillpoint.service import janitor
+
+log = structlog.get_logger("tillpoint.worker")
+
+
+@dataclass(frozen=True, slots=True)
+class Loop:
+    name: str
+    step: Callable[[], Awaitable[int]]  # returns how much work it did
+    interval: float
+
+
+def default_loops(container: Container) -> list[Loop]:
+    deps = container.deps
+    interval = container.settings.janitor_interval.total_seconds()
+    return [
+        Loop("janitor.operations", lambda: janitor.resolve_open_operations(deps=deps), interval),
+        Loop("janitor.stale_payments", lambda: janitor.cancel_stale_payments(deps=deps), interval),
+        Loop(
+            "janitor.idempotency_reaper",
+            lambda: container.idempotency.store.reap(deps.clock.now(), 1000),
+            max(interval, 60.0),
+        ),
+    ]
+
+
+class Worker:
+    def __init__(self, container: Container, loops: list[Loop] | None = None) -> None:
+        self.container = container
+        self.loops = loops if loops is not None else default_loops(container)
+        extra = container.extras.get("worker_loops")
+        if loops is None and callable(extra):
+            self.loops.extend(extra(container))
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("worker.started", loops=[loop.name for loop in self.loops])
+        async with asyncio.TaskGroup() as group:
+            for loop in self.loops:
+                group.create_task(self._run(loop))
+        log.info("worker.stopped")
+
+    async def _run(self, loop: Loop) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                done = await loop.step()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("worker.loop_failed", loop=loop.name, failures=failures)
+                done = 0
+            if done:
+                continue  # more may be waiting
+            # back off on failure, with jitter so copies of the worker do not march in step
+            delay = loop.interval * min(2**failures, 60) * random.uniform(0.8, 1.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)

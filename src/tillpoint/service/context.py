@@ -1,0 +1,38 @@
+"""What every use case receives: the unit of work, providers, clock, settings and telemetry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from tillpoint.domain.order import FailurePolicy
+from tillpoint.service.ports import Clock, Providers, Telemetry, UnitOfWorkFactory
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    failure_policy: FailurePolicy = FailurePolicy.KEEP_PENDING
+    default_provider: str = "mock"
+    snapshot_ttl: timedelta = timedelta(minutes=15)
+    payment_ttl: timedelta = timedelta(minutes=30)
+    provider_timeout: float = 5.0
+    # When an operation's outcome is unknown, ask the provider after each of these delays;
+    # the last one repeats.
+    recheck_schedule: tuple[timedelta, ...] = (
+        timedelta(minutes=5),
+        timedelta(hours=1),
+        timedelta(days=1),
+    )
+    fault: frozenset[str] = field(default_factory=frozenset)
+
+    def next_check(self, check_count: int) -> timedelta:
+        return self.recheck_schedule[min(check_count, len(self.recheck_schedule) - 1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    uow: UnitOfWorkFactory
+    providers: Providers
+    clock: Clock
+    telemetry: Telemetry
+    config: ServiceConfig = ServiceConfig()

@@ -1,0 +1,174 @@
+"""The janitor: resolves provider operations whose outcome we do not know by asking the
+provider (never by guessing), and cancels payments nobody confirmed in time.
+
+Work is claimed by pushing `next_check_at` forward (a lease) in a short transaction, so
+several workers never ask about the same operation at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import structlog
+
+from tillpoint.domain.order import ChangeContext
+from tillpoint.domain.payment import (
+    Operation,
+    OperationKind,
+    OperationStatus,
+    PaymentStatus,
+)
+from tillpoint.service.context import Deps
+from tillpoint.service.payments import _follow, apply_result
+from tillpoint.service.ports import ProviderResult, ProviderStatus
+
+log = structlog.get_logger("tillpoint.janitor")
+
+LEASE = timedelta(minutes=2)
+BATCH = 50
+JANITOR = ChangeContext(source="janitor", actor="janitor")
+
+
+async def _claim(deps: Deps, *, everything: bool) -> list[Operation]:
+    now = deps.clock.now()
+    async with deps.uow() as uow:
+        # "everything": a reconciliation pass asks about every open operation now.
+        horizon = now + timedelta(days=3650) if everything else now
+        ops = await uow.operations.due_for_check(horizon, BATCH)
+        for op in ops:
+            op.next_check_at = now + LEASE
+            await uow.operations.save(op)
+        await uow.commit()
+    return ops
+
+
+async def resolve_open_operations(*, deps: Deps, everything: bool = False) -> int:
+    ops = await _claim(deps, everything=everything)
+    for op in ops:
+        try:
+            await _resolve(op, deps=deps)
+        except Exception:
+            log.exception("janitor.resolve_failed", transaction_id=op.id)
+    return len(ops) if not everything else 0
+
+
+async def _resolve(op: Operation, *, deps: Deps) -> None:
+    async with deps.uow() as uow:
+        payment = await uow.payments.get(op.payment_id)
+    if payment is None:
+        return
+    provider = deps.providers[payment.provider]
+    try:
+        async with asyncio.timeout(deps.config.provider_timeout):
+            truth = await provider.get_transaction(op.idempotency_key)
+    except Exception as exc:  # the provider is still unreachable: ask again later
+        await _reschedule(op, deps=deps, reason=f"lookup failed: {exc!r}")
+        return
+
+    async with deps.uow() as uow:
+        payment = await uow.payments.get(op.payment_id, for_update=True)
+        current = await uow.operations.get(op.id)
+        if payment is None or current is None or not current.open:
+            return
+        now = deps.clock.now()
+        before = payment.status
+        current.check_count += 1
+        if truth is None:
+            current.fail(now, "not_found", "the provider has no record of this operation")
+            if current.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
+                payment.failed(
+                    "provider_timeout",
+                    "the provider never received the payment",
+                    now,
+                    JANITOR.source,
+                )
+            elif current.kind is OperationKind.REFUND and current.refund_id:
+                refund = await uow.refunds.get(current.refund_id)
+                if refund is not None:
+                    payment.refund_failed(
+                        refund,
+                        "provider_timeout",
+                        "the provider never received the refund",
+                        now,
+                        JANITOR.source,
+                    )
+                    await uow.refunds.save(refund)
+            await uow.operations.save(current)
+            await _follow(uow, payment, JANITOR, before, deps=deps)
+        elif truth.status in (ProviderStatus.PROCESSING, ProviderStatus.REQUIRES_ACTION) and (
+            current.kind in (OperationKind.SALE, OperationKind.AUTHORIZE)
+        ):
+            current.next_check_at = now + deps.config.next_check(current.check_count)
+            current.updated_at = now
+            await uow.operations.save(current)
+            if (
+                before is PaymentStatus.PROCESSING
+                and truth.status is ProviderStatus.REQUIRES_ACTION
+            ):
+                payment.require_action(
+                    truth.next_action or {}, truth.provider_payment_id, now, JANITOR.source
+                )
+        else:
+            await apply_result(uow, payment, current, truth, JANITOR, deps=deps)
+        payment.note(
+            "RECONCILED",
+            now,
+            transaction_id=current.id,
+            provider_status=truth.status.value if truth else "NOT_FOUND",
+            operation=current.kind.value,
+        )
+        await uow.payments.save(payment)
+        await uow.commit()
+    deps.telemetry.count("janitor_resolved_total", status=truth.status.value if truth else "none")
+    log.info(
+        "janitor.resolved",
+        transaction_id=op.id,
+        payment_id=op.payment_id,
+        provider_status=_status(truth),
+        transition=f"{before}->{payment.status}",
+    )
+
+
+def _status(truth: ProviderResult | None) -> str:
+    return truth.status.value if truth else "NOT_FOUND"
+
+
+async def _reschedule(op: Operation, *, deps: Deps, reason: str) -> None:
+    async with deps.uow() as uow:
+        current = await uow.operations.get(op.id)
+        if current is None or not current.open:
+            return
+        now = deps.clock.now()
+        current.check_count += 1
+        current.next_check_at = now + deps.config.next_check(current.check_count)
+        current.error_message = reason
+        current.updated_at = now
+        await uow.operations.save(current)
+        await uow.commit()
+
+
+async def cancel_stale_payments(*, deps: Deps) -> int:
+    """`INITIATED` payments older than the payment TTL are canceled; their orders follow the
+    failure policy."""
+    now = deps.clock.now()
+    async with deps.uow() as uow:
+        stale = await uow.payments.stale_initiated(now - deps.config.payment_ttl, BATCH)
+    canceled = 0
+    for payment_id in stale:
+        async with deps.uow() as uow:
+            payment = await uow.payments.get(payment_id, for_update=True)
+            if payment is None or payment.status is not PaymentStatus.INITIATED:
+                continue
+            if any(
+                op.status is OperationStatus.PENDING
+                for op in await uow.operations.open_for(payment_id)
+            ):
+                continue  # a confirmation is with the provider: let it finish
+            payment.canceled("payment_expired", now, JANITOR.source)
+            await _follow(uow, payment, JANITOR, PaymentStatus.INITIATED, deps=deps)
+            await uow.payments.save(payment)
+            await uow.commit()
+            canceled += 1
+        log.info("janitor.payment_expired", payment_id=payment_id, transition="INITIATED->CANCELED")
+    return canceled

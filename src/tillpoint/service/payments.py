@@ -1,0 +1,579 @@
+"""Payment use cases.
+
+Every provider call sits between two short transactions (ARCHITECTURE.md rule 4): the first
+records the operation as PENDING with a provider idempotency key and commits; then the provider
+is called with a timeout; the second records the result. A timeout leaves the operation UNKNOWN
+for the janitor, which asks the provider instead of guessing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import structlog
+
+from tillpoint.domain.errors import (
+    ActivePaymentExists,
+    AmountMismatch,
+    InvalidStateTransition,
+    NotFound,
+    OrderNotPayable,
+    PaymentDeclined,
+    ProviderFailure,
+    ProviderMismatch,
+    SnapshotMismatch,
+    ValidationFailed,
+)
+from tillpoint.domain.money import Money
+from tillpoint.domain.order import ChangeContext, OrderStatus
+from tillpoint.domain.payment import (
+    NOT_YET_AUTHORIZED,
+    CaptureMethod,
+    Operation,
+    OperationKind,
+    OperationStatus,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Refund,
+)
+from tillpoint.service.context import Deps
+from tillpoint.service.ports import (
+    AuthorizeRequest,
+    Ledger,
+    MockControl,
+    PaymentFilter,
+    PaymentProvider,
+    ProviderError,
+    ProviderResult,
+    ProviderStatus,
+    ProviderTimeout,
+    ProviderUnavailable,
+    StoredEvent,
+    UnitOfWork,
+)
+
+log = structlog.get_logger("tillpoint.payments")
+
+
+class FaultInjected(Exception):
+    """Raised only when a test asks for it (`TILLPOINT_TEST_FAULTS`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePayment:
+    order_id: str
+    amount: Money
+    provider: str | None = None
+    capture_method: CaptureMethod = CaptureMethod.AUTOMATIC
+    payment_method: PaymentMethod = field(default_factory=PaymentMethod)
+    snapshot_id: str | None = None
+    request_key: str | None = None
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+
+async def _get(uow: UnitOfWork, payment_id: str, *, for_update: bool = False) -> Payment:
+    payment = await uow.payments.get(payment_id, for_update=for_update)
+    if payment is None:
+        raise NotFound(f"payment {payment_id} not found")
+    return payment
+
+
+async def get_payment(payment_id: str, *, deps: Deps, buyer_id: str | None = None) -> Payment:
+    async with deps.uow() as uow:
+        payment = await _get(uow, payment_id)
+    if buyer_id is not None and payment.buyer_id != buyer_id:
+        raise NotFound(f"payment {payment_id} not found")
+    return payment
+
+
+async def list_payments(
+    filters: PaymentFilter, limit: int, cursor: str | None, *, deps: Deps
+) -> tuple[list[Payment], str | None]:
+    async with deps.uow() as uow:
+        return await uow.payments.page(filters, limit, cursor)
+
+
+async def payment_events(payment_id: str, *, deps: Deps) -> list[StoredEvent]:
+    async with deps.uow() as uow:
+        await _get(uow, payment_id)
+        return await uow.payments.events(payment_id)
+
+
+async def order_ledger(order_id: str, *, deps: Deps) -> list[Ledger]:
+    async with deps.uow() as uow:
+        if await uow.orders.get(order_id) is None:
+            raise NotFound(f"order {order_id} not found")
+        return [
+            Ledger(p, await uow.operations.for_payment(p.id), await uow.refunds.for_payment(p.id))
+            for p in await uow.payments.for_order(order_id)
+        ]
+
+
+# -- creating ----------------------------------------------------------------------------------
+
+
+async def create_payment(cmd: CreatePayment, ctx: ChangeContext, *, deps: Deps) -> Payment:
+    now = deps.clock.now()
+    provider = cmd.provider or deps.config.default_provider
+    if provider not in deps.providers:
+        raise ValidationFailed("provider", f"unknown provider {provider!r}")
+    async with deps.uow() as uow:
+        if cmd.request_key is not None:
+            existing = await uow.payments.by_request_key(cmd.request_key)
+            if existing is not None:  # a retry of a request that died after committing
+                return existing
+        order = await uow.orders.get(cmd.order_id, for_update=True)
+        if order is None:
+            raise NotFound(f"order {cmd.order_id} not found")
+        if order.status is not OrderStatus.PAYMENT_PENDING:
+            raise OrderNotPayable(f"order {order.order_id} is {order.status}")
+        if cmd.amount != order.amount:
+            raise AmountMismatch(
+                f"payment of {cmd.amount} does not match the order amount {order.amount}"
+            )
+        if cmd.snapshot_id is not None:
+            snapshot = await uow.snapshots.get(cmd.snapshot_id)
+            if snapshot is None:
+                raise SnapshotMismatch(f"snapshot {cmd.snapshot_id} does not exist")
+            snapshot.bind(order.order_id, order.amount, now)
+        if await uow.payments.active_for_order(order.order_id) is not None:
+            raise ActivePaymentExists(f"order {order.order_id} already has an active payment")
+        payment = Payment.initiate(
+            order_id=order.order_id,
+            buyer_id=order.buyer_id,
+            amount=cmd.amount,
+            capture_method=cmd.capture_method,
+            provider=provider,
+            payment_method=cmd.payment_method,
+            snapshot_id=cmd.snapshot_id,
+            request_key=cmd.request_key,
+            now=now,
+        )
+        await uow.payments.add(payment)
+        await uow.commit()
+    deps.telemetry.count("payment_create_total", status="created")
+    log.info(
+        "payment.created",
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        amount=payment.amount.format(),
+        currency=payment.amount.currency,
+        provider=provider,
+        transition="->INITIATED",
+    )
+    return payment
+
+
+# -- applying what the provider says -------------------------------------------------------------
+
+
+async def apply_result(
+    uow: UnitOfWork,
+    payment: Payment,
+    op: Operation,
+    result: ProviderResult,
+    ctx: ChangeContext,
+    *,
+    deps: Deps,
+) -> None:
+    """Move the payment (and its order) to where the provider says the operation ended.
+
+    Used for answers to our own calls, for webhooks and for reconciliation alike, so the same
+    forward-only rules hold whatever the source.
+    """
+    now = deps.clock.now()
+    before = payment.status
+    money = payment.money
+    source = ctx.source
+    if result.provider_payment_id and not payment.provider_payment_id:
+        payment.provider_payment_id = result.provider_payment_id
+    refund: Refund | None = None
+    if op.kind is OperationKind.REFUND and op.refund_id is not None:
+        refund = await uow.refunds.get(op.refund_id)
+
+    match (op.kind, result.status):
+        case (OperationKind.REFUND, ProviderStatus.REFUNDED) if refund is not None:
+            refund.provider_refund_id = result.reference
+            payment.refund_succeeded(refund, now, source)
+            op.succeed(now, result.reference)
+        case (OperationKind.REFUND, ProviderStatus.FAILED) if refund is not None:
+            payment.refund_failed(refund, result.failure_code, result.failure_message, now, source)
+            op.fail(now, result.failure_code, result.failure_message)
+        case (OperationKind.REFUND, _):
+            _reschedule(op, now, f"refund is {result.status}", deps=deps)
+        case (OperationKind.VOID, ProviderStatus.CANCELED):
+            payment.canceled(None, now, source)
+            op.succeed(now, result.reference)
+        case (OperationKind.VOID, ProviderStatus.FAILED):
+            op.fail(now, result.failure_code, result.failure_message)
+        case (OperationKind.CAPTURE, ProviderStatus.CAPTURED | ProviderStatus.REFUNDED):
+            payment.captured(
+                money(result.amount_minor), op.id, result.provider_payment_id, now, source
+            )
+            op.succeed(now, result.reference)
+        case (OperationKind.CAPTURE, ProviderStatus.FAILED):
+            op.fail(now, result.failure_code, result.failure_message)
+            payment.capture_failed(op, now, source)
+        case (_, ProviderStatus.CAPTURED | ProviderStatus.REFUNDED):
+            if payment.status in NOT_YET_AUTHORIZED:
+                payment.authorized(
+                    money(result.amount_minor),
+                    result.provider_payment_id,
+                    now,
+                    source,
+                    result.risk_score,
+                )
+            payment.captured(
+                money(result.amount_minor), op.id, result.provider_payment_id, now, source
+            )
+            op.succeed(now, result.reference)
+        case (_, ProviderStatus.AUTHORIZED):
+            payment.authorized(
+                money(result.amount_minor),
+                result.provider_payment_id,
+                now,
+                source,
+                result.risk_score,
+            )
+            op.succeed(now, result.reference)
+        case (_, ProviderStatus.FAILED):
+            payment.failed(
+                result.failure_code or "card_declined", result.failure_message, now, source
+            )
+            op.fail(now, result.failure_code, result.failure_message)
+        case (_, ProviderStatus.CANCELED):
+            payment.canceled("canceled at the provider", now, source)
+            op.fail(now, "canceled", "canceled at the provider")
+        case (_, ProviderStatus.REQUIRES_ACTION):
+            payment.require_action(
+                result.next_action or {}, result.provider_payment_id, now, source
+            )
+            _reschedule(op, now, "waiting for the customer", deps=deps)
+        case (_, ProviderStatus.PROCESSING):
+            payment.mark_processing(now, source)
+            _reschedule(op, now, "provider is processing", deps=deps)
+
+    await uow.operations.save(op)
+    if refund is not None:
+        await uow.refunds.save(refund)
+    await _follow(uow, payment, ctx, before, deps=deps)
+    await uow.payments.save(payment)
+    payment.check_invariants()
+
+
+async def _follow(
+    uow: UnitOfWork, payment: Payment, ctx: ChangeContext, before: PaymentStatus, *, deps: Deps
+) -> None:
+    refunded = any(e.event_type == "REFUND_SUCCEEDED" for e in payment.events)
+    if payment.status is before and not refunded:
+        return
+    log.info(
+        "payment.transition",
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        provider_payment_id=payment.provider_payment_id,
+        transition=f"{before}->{payment.status}",
+        source=ctx.source,
+    )
+    if payment.status is PaymentStatus.AUTHORIZED:
+        deps.telemetry.count("payment_authorized_total")
+    order = await uow.orders.get(payment.order_id, for_update=True)
+    if order is None:
+        return
+    if order.follow(
+        payment.status,
+        deps.config.failure_policy,
+        deps.clock.now(),
+        ctx,
+        reason=f"payment {payment.id} {payment.status}",
+    ):
+        await uow.orders.save(order)
+
+
+def _reschedule(op: Operation, now: datetime, reason: str, *, deps: Deps) -> None:
+    op.next_check_at = now + deps.config.next_check(op.check_count)
+    op.error_message = reason
+    op.updated_at = now
+
+
+def _fault(deps: Deps, name: str) -> None:
+    if name in deps.config.fault:
+        log.warning("fault.injected", fault=name)
+        raise FaultInjected(name)
+
+
+async def _call(
+    deps: Deps,
+    provider: PaymentProvider,
+    operation: str,
+    call: Callable[[], Awaitable[ProviderResult]],
+) -> ProviderResult:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(deps.config.provider_timeout):
+            return await call()
+    except TimeoutError as exc:
+        raise ProviderTimeout(f"{provider.name} {operation} timed out") from exc
+    finally:
+        deps.telemetry.observe(
+            "payment_attempt_duration_seconds",
+            time.perf_counter() - started,
+            provider=provider.name,
+            operation=operation,
+        )
+
+
+async def _execute(
+    payment_id: str,
+    begin: Callable[[UnitOfWork, Payment], Awaitable[Operation | None]],
+    call: Callable[[PaymentProvider, Payment, Operation], Awaitable[ProviderResult]],
+    ctx: ChangeContext,
+    *,
+    deps: Deps,
+) -> tuple[Payment, Operation | None]:
+    """Phase 1 (commit a PENDING operation) → provider call → phase 2 (commit the result)."""
+    async with deps.uow() as uow:
+        payment = await _get(uow, payment_id, for_update=True)
+        op = await begin(uow, payment)
+        if op is None:
+            return payment, None
+        if op.next_check_at is None:
+            # A safety net: if this process dies before recording the answer, the janitor
+            # asks the provider about this operation later.
+            op.next_check_at = deps.clock.now() + deps.config.next_check(0)
+            await uow.operations.save(op)
+        await uow.payments.save(payment)
+        await uow.commit()
+
+    provider = deps.providers[payment.provider]
+    started: Operation = op
+    outcome: ProviderResult | Exception
+    try:
+        outcome = await _call(
+            deps, provider, op.kind.value.lower(), lambda: call(provider, payment, started)
+        )
+    except (ProviderTimeout, ProviderUnavailable, ProviderError) as exc:
+        outcome = exc
+    _fault(deps, "crash_after_provider_call")
+
+    async with deps.uow() as uow:
+        payment = await _get(uow, payment_id, for_update=True)
+        current = await uow.operations.get(op.id)
+        if current is None or not current.open:  # resolved meanwhile (webhook, janitor)
+            return payment, current
+        op = current
+        now = deps.clock.now()
+        error: ProviderFailure | None = None
+        if isinstance(outcome, ProviderResult):
+            await apply_result(uow, payment, op, outcome, ctx, deps=deps)
+        elif isinstance(outcome, ProviderTimeout):
+            op.unknown(now, str(outcome), now + deps.config.next_check(0))
+            if op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
+                payment.mark_processing(now, ctx.source, reason="provider_timeout")
+                await _follow(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
+            else:
+                error = ProviderFailure("provider_timeout", str(outcome))
+            await uow.operations.save(op)
+            await uow.payments.save(payment)
+        else:
+            code = (
+                "provider_unavailable"
+                if isinstance(outcome, ProviderUnavailable)
+                else "provider_error"
+            )
+            op.fail(now, code, str(outcome))
+            if op.kind is OperationKind.REFUND and op.refund_id is not None:
+                refund = await uow.refunds.get(op.refund_id)
+                if refund is not None:
+                    payment.refund_failed(refund, code, str(outcome), now, ctx.source)
+                    await uow.refunds.save(refund)
+            await uow.operations.save(op)
+            await uow.payments.save(payment)
+            error = ProviderFailure(code, str(outcome))
+        await uow.commit()
+    if error is not None:
+        raise error
+    return payment, op
+
+
+# -- lifecycle commands --------------------------------------------------------------------------
+
+
+async def confirm_payment(
+    payment_id: str,
+    method: PaymentMethod | None,
+    ctx: ChangeContext,
+    *,
+    deps: Deps,
+    resume: bool = False,
+) -> Payment:
+    """Send an INITIATED payment to its provider.
+
+    An operation left PENDING by a process that died is sent again with the same provider
+    idempotency key, so the provider answers with what it already did instead of charging twice.
+    With `resume` (an idempotent retry of a request that died), a payment that already moved on
+    is returned as it stands.
+    """
+
+    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+        if payment.status is not PaymentStatus.INITIATED and resume:
+            return None
+        if payment.status is PaymentStatus.INITIATED:
+            for open_op in await uow.operations.open_for(payment.id):
+                if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE) and (
+                    open_op.status is OperationStatus.PENDING
+                ):
+                    return open_op
+        op = payment.begin_confirmation(deps.clock.now(), method)
+        await uow.operations.add(op)
+        return op
+
+    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
+        req = AuthorizeRequest(
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            amount=payment.amount,
+            capture=op.kind is OperationKind.SALE,
+            payment_method=payment.payment_method,
+        )
+        return await provider.authorize(req, idempotency_key=op.idempotency_key)
+
+    payment, _ = await _execute(payment_id, begin, call, ctx, deps=deps)
+    deps.telemetry.count("payment_confirm_total", status=payment.status.value)
+    if payment.status is PaymentStatus.FAILED:
+        raise PaymentDeclined(
+            payment.failure_code or "card_declined",
+            payment.failure_message or "the payment was declined",
+            payment,
+        )
+    return payment
+
+
+async def mock_complete(
+    payment_id: str, success: bool, failure_code: str | None, ctx: ChangeContext, *, deps: Deps
+) -> Payment:
+    """Decide a mock payment's outcome, as a customer finishing 3-D Secure would."""
+
+    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+        if not isinstance(deps.providers[payment.provider], MockControl):
+            raise ProviderMismatch(f"payment {payment.id} is not a mock payment")
+        if payment.status not in NOT_YET_AUTHORIZED:
+            raise InvalidStateTransition(
+                f"payment {payment.id} is {payment.status}; mock completion is only possible "
+                "before authorization",
+                payment_id=payment.id,
+            )
+        for open_op in await uow.operations.open_for(payment.id):
+            if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
+                return open_op
+        op = payment.begin_confirmation(deps.clock.now(), None)
+        await uow.operations.add(op)
+        return op
+
+    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
+        assert isinstance(provider, MockControl)
+        return await provider.complete(
+            idempotency_key=op.idempotency_key,
+            payment_id=payment.id,
+            amount=payment.amount,
+            capture=op.kind is OperationKind.SALE,
+            success=success,
+            failure_code=failure_code,
+        )
+
+    payment, _ = await _execute(payment_id, begin, call, ctx, deps=deps)
+    return payment
+
+
+async def capture_payment(
+    payment_id: str, amount: Money | None, ctx: ChangeContext, *, deps: Deps
+) -> Payment:
+    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+        await _no_operation_in_flight(uow, payment, "captured")
+        op = payment.begin_capture(amount, deps.clock.now())
+        await uow.operations.add(op)
+        return op
+
+    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
+        assert payment.provider_payment_id is not None
+        return await provider.capture(
+            payment.provider_payment_id, op.amount, idempotency_key=op.idempotency_key
+        )
+
+    try:
+        payment, op = await _execute(payment_id, begin, call, ctx, deps=deps)
+    except ProviderFailure:
+        deps.telemetry.count("payment_capture_total", status="error")
+        raise
+    deps.telemetry.count("payment_capture_total", status=payment.status.value)
+    if op is not None and op.status.value == "FAILED":
+        raise ProviderFailure("provider_error", op.error_message or "the capture failed")
+    return payment
+
+
+async def void_payment(
+    payment_id: str, reason: str | None, ctx: ChangeContext, *, deps: Deps
+) -> Payment:
+    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+        await _no_operation_in_flight(uow, payment, "voided")
+        if payment.status in (PaymentStatus.INITIATED,):
+            # Nothing reached the provider yet: cancel locally, no provider operation.
+            payment.canceled(reason, deps.clock.now(), ctx.source)
+            await _follow(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
+            await uow.payments.save(payment)
+            await uow.commit()
+            return None
+        op = payment.begin_void(deps.clock.now())
+        await uow.operations.add(op)
+        return op
+
+    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
+        ref = payment.provider_payment_id or op.idempotency_key
+        return await provider.void(ref, idempotency_key=op.idempotency_key)
+
+    payment, op = await _execute(payment_id, begin, call, ctx, deps=deps)
+    if op is not None and op.status.value == "FAILED":
+        raise ProviderFailure("provider_error", op.error_message or "the void failed")
+    return payment
+
+
+async def refund_payment(
+    payment_id: str, amount: Money | None, reason: str | None, ctx: ChangeContext, *, deps: Deps
+) -> Refund:
+    refund_id: list[str] = []
+
+    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+        refund, op = payment.begin_refund(amount, reason, deps.clock.now())
+        await uow.refunds.add(refund)
+        await uow.operations.add(op)
+        refund_id.append(refund.id)
+        return op
+
+    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
+        assert payment.provider_payment_id is not None
+        return await provider.refund(
+            payment.provider_payment_id, op.amount, idempotency_key=op.idempotency_key
+        )
+
+    await _execute(payment_id, begin, call, ctx, deps=deps)
+    async with deps.uow() as uow:
+        refund = await uow.refunds.get(refund_id[0])
+    assert refund is not None
+    return refund
+
+
+async def _no_operation_in_flight(uow: UnitOfWork, payment: Payment, verb: str) -> None:
+    """One capture or void at a time: a second request while one is with the provider is 409."""
+    for op in await uow.operations.open_for(payment.id):
+        if op.kind in (OperationKind.CAPTURE, OperationKind.VOID):
+            raise InvalidStateTransition(
+                f"payment {payment.id} cannot be {verb}: a {op.kind.value.lower()} is in progress",
+                payment_id=payment.id,
+            )
