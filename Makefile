@@ -25,7 +25,7 @@ $(BIN)/tillpoint: $(UV) pyproject.toml uv.lock
 
 install: $(BIN)/tillpoint ## create .venv with the package, its `tillpoint` command and the dev tools
 
-run: install ## serve on the embedded defaults (SQLite, in-process broker) at $(HOST):$(PORT)
+run: install ## serve on the embedded defaults (SQLite, in-process broker) at 127.0.0.1:8000 (HOST=, PORT= to change)
 	$(BIN)/tillpoint serve --host $(HOST) --port $(PORT)
 
 worker: install ## run the background worker (outbox relay, webhooks, janitor, consumers)

@@ -34,6 +34,8 @@ ADMIN_KEY = "test-admin-key-0123456789"
 SERVICE_KEY = "test-service-key-0123456789"
 CUSTOMER_KEY = "test-customer-key-0123456789"
 CUSTOMER_SUBJECT = "buyer-1"
+# Standard Webhooks secret of the mock gateway (required with PostgreSQL, as in production).
+MOCK_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 API_KEYS = [
     {"key": ADMIN_KEY, "role": "admin"},
     {"key": SERVICE_KEY, "role": "service"},
@@ -91,6 +93,7 @@ def settings_for(url: str, **overrides: Any) -> Settings:
         "provider_timeout": timedelta(seconds=1),
         "log_level": "WARNING",
         "log_format": "console",
+        "mock_webhook_secret": MOCK_WEBHOOK_SECRET,
         "state_dir": str(Path(url.split("///")[-1]).parent / ".tillpoint")
         if url.startswith("sqlite")
         else ".tillpoint-test",

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tillpoint.adapters.brokers.inprocess import InProcessBroker
+from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import SystemClock
 from tillpoint.adapters.db.engine import make_engine
 from tillpoint.adapters.db.idempotency import SqlIdempotencyStore
+from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
 from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
+from tillpoint.adapters.db.webhooks import SqlWebhookEvents
 from tillpoint.adapters.keys import KeyStore, load_keys
 from tillpoint.adapters.providers import ProviderRegistry
 from tillpoint.adapters.providers.mock import MockGateway
+from tillpoint.adapters.providers.mock_webhooks import MockWebhookSimulator
 from tillpoint.adapters.telemetry import PrometheusTelemetry
+from tillpoint.adapters.webhooks.setup import mock_webhook_secret, webhook_verifiers
 from tillpoint.config import Settings
 from tillpoint.service.context import Deps, ServiceConfig
 from tillpoint.service.idempotency import Idempotency
+from tillpoint.service.outbox import OutboxRelay, Publisher
 from tillpoint.service.ports import Clock, PaymentProvider
+from tillpoint.service.webhooks import WebhookInbox, receive_webhook
 
 
 @dataclass
@@ -32,8 +41,15 @@ class Container:
     telemetry: PrometheusTelemetry
     dev_keys_file: Path | None = None
     extras: dict[str, object] = field(default_factory=dict)
+    webhooks: WebhookInbox | None = None
+    mock_webhooks: MockWebhookSimulator | None = None
+    publisher: Publisher | None = None
 
     async def aclose(self) -> None:
+        if self.publisher is not None:
+            await self.publisher.close()
+        if self.mock_webhooks is not None:
+            await self.mock_webhooks.aclose()
         await self.engine.dispose()
 
 
@@ -64,6 +80,7 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         config=service_config(settings),
     )
     keys, dev_keys_file = load_keys(settings)
+    webhooks, mock_webhooks = _webhooks(settings, deps, mock, telemetry)
     idempotency = Idempotency(
         store=SqlIdempotencyStore(engine),
         clock=clock,
@@ -71,6 +88,7 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         ttl=settings.idempotency_ttl,
         lock_timeout=settings.idempotency_lock_timeout,
     )
+    publisher = make_publisher(settings)
     return Container(
         settings=settings,
         engine=engine,
@@ -80,4 +98,60 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         mock=mock,
         telemetry=telemetry,
         dev_keys_file=dev_keys_file,
+        webhooks=webhooks,
+        mock_webhooks=mock_webhooks,
+        publisher=publisher,
+        extras={"broker_health": publisher.healthy},
     )
+
+
+def outbox_relay(container: Container) -> OutboxRelay | None:
+    if container.publisher is None:
+        return None
+    return OutboxRelay(
+        uow=SqlEventsUnitOfWorkFactory(container.engine),
+        publisher=container.publisher,
+        clock=container.deps.clock,
+        metrics=container.telemetry,
+        batch_size=container.settings.outbox_batch_size,
+    )
+
+
+def make_publisher(settings: Settings) -> Publisher:
+    """RabbitMQ when `TILLPOINT_BROKER_URL` is set, else the in-process broker."""
+    if settings.broker_url:
+        return RabbitPublisher(
+            settings.broker_url,
+            settings.events_exchange,
+            confirm_timeout=settings.broker_publish_timeout.total_seconds(),
+        )
+    return InProcessBroker()
+
+
+def _webhooks(
+    settings: Settings, deps: Deps, mock: MockGateway, telemetry: PrometheusTelemetry
+) -> tuple[WebhookInbox, MockWebhookSimulator]:
+    """The inbox with a verifier per provider, and the mock's simulator announcing its
+    outcomes to `TILLPOINT_MOCK_WEBHOOK_URL` (or, unset, to this process's own inbox)."""
+    secret = mock_webhook_secret(settings)
+    inbox = WebhookInbox(
+        verifiers=webhook_verifiers(settings, secret),
+        events=SqlWebhookEvents.of,
+        max_attempts=settings.webhook_max_attempts,
+        retry_base=settings.webhook_retry_base,
+        retry_max=settings.webhook_retry_max,
+        gauges=telemetry,
+    )
+
+    async def receive(body: bytes, headers: Mapping[str, str]) -> None:
+        await receive_webhook("mock", body, headers, deps=deps, inbox=inbox)
+
+    simulator = MockWebhookSimulator(
+        secret=secret,
+        url=settings.mock_webhook_url,
+        delay_ms=settings.mock_delay_ms,
+        faults=settings.mock_webhook_faults,
+        receiver=receive,
+    )
+    mock.listeners.append(simulator.listener)
+    return inbox, simulator

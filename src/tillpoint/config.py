@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=100)
     broker_url: str = ""
     events_exchange: str = "payments.events"
+    stock_confirmed_queue: str = "payment.stock-confirmed"
+    order_created_queue: str = "payment.order-created"
+    consumer_prefetch: int = Field(16, ge=1, le=1000)
+    outbox_batch_size: int = Field(100, ge=1, le=10_000)
+    outbox_interval: Duration = timedelta(milliseconds=500)
+    broker_publish_timeout: Duration = timedelta(seconds=5)
     api_keys: list[ApiKey] = Field(default_factory=list)
     state_dir: str = ".tillpoint"
     default_provider: str = "mock"
@@ -75,16 +81,21 @@ class Settings(BaseSettings):
     mock_webhook_secret: SecretStr | None = None
     mock_webhook_url: str = ""
     webhook_max_attempts: int = Field(10, ge=1, le=100)
+    webhook_retry_base: Duration = timedelta(seconds=5)  # first retry; doubles, with jitter
+    webhook_retry_max: Duration = timedelta(hours=1)
+    # Test-only: "duplicate,reorder,late" make the mock's webhook simulator misbehave.
+    mock_webhook_faults: Annotated[frozenset[str], NoDecode] = frozenset()
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     run_workers_in_api: bool | None = None
-    # Test-only fault injection, e.g. "crash_after_provider_call". Never set in production.
+    # TEST ONLY fault injection, never set in production: "crash_after_provider_call" raises,
+    # "kill_after_provider_call" SIGKILLs the process between the provider call and the commit.
     test_faults: Annotated[frozenset[str], NoDecode] = frozenset()
 
-    @field_validator("test_faults", mode="before")
+    @field_validator("test_faults", "mock_webhook_faults", mode="before")
     @classmethod
     def _faults(cls, value: object) -> object:
         if isinstance(value, str):

@@ -526,8 +526,11 @@ class Payment:
     def refund_succeeded(self, refund: Refund, now: datetime, source: str) -> bool:
         if refund.status is RefundStatus.SUCCEEDED:
             return False
-        if refund.status is RefundStatus.PENDING:
-            self.refund_pending_minor -= refund.amount.minor
+        if refund.status is not RefundStatus.PENDING:
+            # A failed refund released its amount, which another refund may since have taken:
+            # counting it now could refund more than was captured. Settled refunds stay settled.
+            return self._stale(f"refund_succeeded:{refund.id}", now, source)
+        self.refund_pending_minor -= refund.amount.minor
         refund.status = RefundStatus.SUCCEEDED
         refund.processed_at = now
         self.refunded_minor += refund.amount.minor

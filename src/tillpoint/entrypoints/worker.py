@@ -1,19 +1,23 @@
 """Background loops: the janitor (unknown provider outcomes, stale payments, idempotency
-reaper) and whatever else is registered. `tillpoint worker` runs them; with the embedded
-defaults `tillpoint serve` runs them inside the API process."""
+reaper), the outbox relay, the event consumers (with a broker URL) and whatever else is
+registered. On `stop()` (SIGTERM) every loop finishes the batch in hand and the consumers stop
+taking messages, finish and acknowledge the ones in flight, and disconnect.
+`tillpoint worker` runs them; with the embedded defaults `tillpoint serve` runs them inside the
+API process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 
-from tillpoint.bootstrap import Container
-from tillpoint.service import janitor
+from tillpoint.bootstrap import Container, outbox_relay
+from tillpoint.service import janitor, webhooks
 
 log = structlog.get_logger("tillpoint.worker")
 
@@ -28,7 +32,7 @@ class Loop:
 def default_loops(container: Container) -> list[Loop]:
     deps = container.deps
     interval = container.settings.janitor_interval.total_seconds()
-    return [
+    loops = [
         Loop("janitor.operations", lambda: janitor.resolve_open_operations(deps=deps), interval),
         Loop("janitor.stale_payments", lambda: janitor.cancel_stale_payments(deps=deps), interval),
         Loop(
@@ -37,12 +41,46 @@ def default_loops(container: Container) -> list[Loop]:
             max(interval, 60.0),
         ),
     ]
+    inbox = container.webhooks
+    if inbox is not None:
+        loops.append(
+            Loop(
+                "webhooks.process",
+                lambda: webhooks.process_due_webhooks(deps=deps, inbox=inbox),
+                min(interval, 1.0),
+            )
+        )
+    relay = outbox_relay(container)
+    if relay is not None:
+        loops.append(
+            Loop("outbox.relay", relay.step, container.settings.outbox_interval.total_seconds())
+        )
+    return loops
+
+
+Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]  # runs until the event is set
+
+
+def default_services(container: Container) -> list[Service]:
+    if not container.settings.broker_url:
+        return []
+    from tillpoint.entrypoints.consumers import EventConsumers
+
+    return [EventConsumers(container).run]
 
 
 class Worker:
-    def __init__(self, container: Container, loops: list[Loop] | None = None) -> None:
+    def __init__(
+        self,
+        container: Container,
+        loops: list[Loop] | None = None,
+        services: list[Service] | None = None,
+    ) -> None:
         self.container = container
         self.loops = loops if loops is not None else default_loops(container)
+        if services is None:
+            services = default_services(container) if loops is None else []
+        self.services = services
         extra = container.extras.get("worker_loops")
         if loops is None and callable(extra):
             self.loops.extend(extra(container))
@@ -56,6 +94,8 @@ class Worker:
         async with asyncio.TaskGroup() as group:
             for loop in self.loops:
                 group.create_task(self._run(loop))
+            for service in self.services:
+                group.create_task(service(self._stopping))
         log.info("worker.stopped")
 
     async def _run(self, loop: Loop) -> None:

@@ -30,6 +30,9 @@ class StoredResponse:
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     replayed: bool = False
+    # False for a refusal of the request itself (a validation error found inside the use case):
+    # like a body validation 422 it is not stored, so a corrected retry with the key proceeds.
+    storable: bool = True
 
 
 class ClaimOutcome(StrEnum):
@@ -123,7 +126,7 @@ class Idempotency:
             # client's retry with the same key runs again and resumes the work.
             await self.store.release(scope, key)
             raise
-        if response.status_code in NOT_STORED:
+        if response.status_code in NOT_STORED or not response.storable:
             await self.store.release(scope, key)
         else:
             await self.store.complete(scope, key, response)

@@ -8,7 +8,7 @@ several workers never ask about the same operation at once.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -26,31 +26,68 @@ from tillpoint.service.ports import ProviderResult, ProviderStatus
 log = structlog.get_logger("tillpoint.janitor")
 
 LEASE = timedelta(minutes=2)
+IN_FLIGHT_MARGIN = timedelta(seconds=30)
 BATCH = 50
 JANITOR = ChangeContext(source="janitor", actor="janitor")
 
 
-async def _claim(deps: Deps, *, everything: bool) -> list[Operation]:
+def _in_flight(op: Operation, now: datetime, deps: Deps) -> bool:
+    """A PENDING operation touched within the provider timeout (plus a margin) may be with the
+    provider right now: asking about it could find nothing and wrongly fail a charge that is
+    about to happen. `_execute` touches `updated_at` whenever it sends an operation."""
+    grace = timedelta(seconds=deps.config.provider_timeout) + IN_FLIGHT_MARGIN
+    return op.status is OperationStatus.PENDING and op.updated_at > now - grace
+
+
+async def _claim(deps: Deps, *, everything: bool, seen: set[str]) -> list[Operation]:
+    """Lease due operations by pushing `next_check_at` forward, under `FOR UPDATE SKIP LOCKED`
+    on PostgreSQL, so parallel workers never pick the same row."""
     now = deps.clock.now()
+    grace = timedelta(seconds=deps.config.provider_timeout) + IN_FLIGHT_MARGIN
+    claimed: list[Operation] = []
     async with deps.uow() as uow:
         # "everything": a reconciliation pass asks about every open operation now.
         horizon = now + timedelta(days=3650) if everything else now
-        ops = await uow.operations.due_for_check(horizon, BATCH)
-        for op in ops:
+        for op in await uow.operations.due_for_check(horizon, BATCH + len(seen)):
+            if op.id in seen:
+                continue
+            seen.add(op.id)
+            if _in_flight(op, now, deps):
+                deferred = op.updated_at + grace
+                if op.next_check_at is None or op.next_check_at < deferred:
+                    op.next_check_at = deferred
+                    await uow.operations.save(op)
+                continue
             op.next_check_at = now + LEASE
             await uow.operations.save(op)
+            claimed.append(op)
         await uow.commit()
-    return ops
+    return claimed
 
 
 async def resolve_open_operations(*, deps: Deps, everything: bool = False) -> int:
-    ops = await _claim(deps, everything=everything)
-    for op in ops:
-        try:
-            await _resolve(op, deps=deps)
-        except Exception:
-            log.exception("janitor.resolve_failed", transaction_id=op.id)
-    return len(ops) if not everything else 0
+    """Resolve due operations; with `everything`, every open one, batch after batch."""
+    seen: set[str] = set()
+    resolved = 0
+    while True:
+        looked_at = len(seen)
+        ops = await _claim(deps, everything=everything, seen=seen)
+        for op in ops:
+            try:
+                await _resolve(op, deps=deps)
+            except Exception:
+                log.exception("janitor.resolve_failed", transaction_id=op.id)
+        resolved += len(ops)
+        if not everything or len(seen) == looked_at:
+            return resolved
+
+
+async def reconcile(run_id: str, *, deps: Deps) -> int:
+    """A reconciliation pass (`POST /payments/reconcile`): ask about every open operation."""
+    log.info("reconciliation.started", run_id=run_id)
+    checked = await resolve_open_operations(deps=deps, everything=True)
+    log.info("reconciliation.finished", run_id=run_id, checked=checked)
+    return checked
 
 
 async def _resolve(op: Operation, *, deps: Deps) -> None:
@@ -71,6 +108,8 @@ async def _resolve(op: Operation, *, deps: Deps) -> None:
         current = await uow.operations.get(op.id)
         if payment is None or current is None or not current.open:
             return
+        if current.updated_at != op.updated_at:
+            return  # sent again (a retry) or answered while we asked: that path records it
         now = deps.clock.now()
         before = payment.status
         current.check_count += 1

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from tillpoint.domain.errors import NotFound, OrderExists
+from tillpoint.domain.errors import ActivePaymentExists, NotFound, OrderExists
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, HistoryEntry, Order
 from tillpoint.domain.payment import Payment
@@ -73,6 +73,11 @@ async def change_order_amount(
 ) -> tuple[Order, list[HistoryEntry]]:
     async with deps.uow() as uow:
         order = _visible(await uow.orders.get(order_id, for_update=True), order_id, None)
+        if await uow.payments.active_for_order(order_id) is not None:
+            # Its payment would charge the old amount and still mark the order PAID.
+            raise ActivePaymentExists(
+                f"order {order_id} has an active payment; void it before changing the amount"
+            )
         order.change_amount(amount, deps.clock.now())
         await uow.orders.save(order)
         history = await uow.orders.history(order_id)

@@ -9,6 +9,8 @@ for the janitor, which asks the provider instead of guessing.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -222,14 +224,9 @@ async def apply_result(
             op.fail(now, result.failure_code, result.failure_message)
             payment.capture_failed(op, now, source)
         case (_, ProviderStatus.CAPTURED | ProviderStatus.REFUNDED):
-            if payment.status in NOT_YET_AUTHORIZED:
-                payment.authorized(
-                    money(result.amount_minor),
-                    result.provider_payment_id,
-                    now,
-                    source,
-                    result.risk_score,
-                )
+            # A sale (or a capture overtaking its authorization): `captured` records the implied
+            # authorization as PROVIDER_CONFIRMED; `payment.authorized` is only published for
+            # manual-capture holds.
             payment.captured(
                 money(result.amount_minor), op.id, result.provider_payment_id, now, source
             )
@@ -303,10 +300,18 @@ def _reschedule(op: Operation, now: datetime, reason: str, *, deps: Deps) -> Non
     op.updated_at = now
 
 
-def _fault(deps: Deps, name: str) -> None:
-    if name in deps.config.fault:
-        log.warning("fault.injected", fault=name)
-        raise FaultInjected(name)
+def _fault(deps: Deps, point: str) -> None:
+    """TEST ONLY (`TILLPOINT_TEST_FAULTS`), never set in production.
+
+    `crash_<point>` raises; `kill_<point>` SIGKILLs this process, as a crash or an OOM kill
+    would, to prove that the retry after a restart charges only once.
+    """
+    if f"kill_{point}" in deps.config.fault:
+        log.warning("fault.injected", fault=f"kill_{point}")
+        os.kill(os.getpid(), signal.SIGKILL)
+    if f"crash_{point}" in deps.config.fault:
+        log.warning("fault.injected", fault=f"crash_{point}")
+        raise FaultInjected(point)
 
 
 async def _call(
@@ -344,11 +349,15 @@ async def _execute(
         op = await begin(uow, payment)
         if op is None:
             return payment, None
-        if op.next_check_at is None:
-            # A safety net: if this process dies before recording the answer, the janitor
-            # asks the provider about this operation later.
-            op.next_check_at = deps.clock.now() + deps.config.next_check(0)
-            await uow.operations.save(op)
+        # Touching `updated_at` marks the operation as with the provider, so the janitor leaves
+        # it alone (also when a retry sends an operation left PENDING again). The check is a
+        # safety net: if this process dies before recording the answer, the janitor asks the
+        # provider about this operation later.
+        now = deps.clock.now()
+        op.updated_at = now
+        if op.next_check_at is None or op.next_check_at < now + deps.config.next_check(0):
+            op.next_check_at = now + deps.config.next_check(0)
+        await uow.operations.save(op)
         await uow.payments.save(payment)
         await uow.commit()
 
@@ -361,7 +370,7 @@ async def _execute(
         )
     except (ProviderTimeout, ProviderUnavailable, ProviderError) as exc:
         outcome = exc
-    _fault(deps, "crash_after_provider_call")
+    _fault(deps, "after_provider_call")
 
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)

@@ -33,6 +33,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 5) -> Asyn
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # No pre-ping: it costs a round trip per checkout on the hot path. A connection that died
+    # fails its statement, is invalidated by the pool, and the request's retry gets a fresh one.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        url, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800
     )

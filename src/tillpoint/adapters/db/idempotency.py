@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tillpoint.adapters.db.tables import idempotency_keys as keys
 from tillpoint.service.idempotency import Claim, ClaimOutcome, StoredResponse
@@ -19,8 +21,22 @@ COMPLETED = "COMPLETED"
 class SqlIdempotencyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._postgres = engine.dialect.name == "postgresql"
+        dialect: Any = postgresql if self._postgres else sqlite
         self._insert = dialect.insert
+        # Single statements need no BEGIN/COMMIT round trips of their own on PostgreSQL.
+        # (SQLite keeps explicit transactions: its BEGIN IMMEDIATE is what serializes writers.)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+
+    @asynccontextmanager
+    async def _statement(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one self-contained statement."""
+        if self._postgres:
+            async with self._autocommit.connect() as conn:
+                yield conn
+        else:
+            async with self._engine.begin() as conn:
+                yield conn
 
     async def claim(
         self,
@@ -32,7 +48,7 @@ class SqlIdempotencyStore:
         expires_at: datetime,
         lock_timeout: timedelta,
     ) -> Claim:
-        async with self._engine.begin() as conn:
+        async with self._statement() as conn:
             inserted = (
                 await conn.execute(
                     self._insert(keys)
@@ -49,8 +65,9 @@ class SqlIdempotencyStore:
                     .returning(keys.c.id)
                 )
             ).first()
-            if inserted is not None:
-                return Claim(ClaimOutcome.STARTED)
+        if inserted is not None:
+            return Claim(ClaimOutcome.STARTED)
+        async with self._engine.begin() as conn:
             stmt = sa.select(keys).where(keys.c.scope == scope, keys.c.key == key)
             if conn.dialect.name == "postgresql":
                 stmt = stmt.with_for_update()
@@ -90,7 +107,7 @@ class SqlIdempotencyStore:
             return Claim(ClaimOutcome.RESUMED)
 
     async def complete(self, scope: str, key: str, response: StoredResponse) -> None:
-        async with self._engine.begin() as conn:
+        async with self._statement() as conn:
             await conn.execute(
                 sa.update(keys)
                 .where(keys.c.scope == scope, keys.c.key == key)
@@ -104,7 +121,7 @@ class SqlIdempotencyStore:
             )
 
     async def release(self, scope: str, key: str) -> None:
-        async with self._engine.begin() as conn:
+        async with self._statement() as conn:
             await conn.execute(
                 sa.delete(keys).where(
                     keys.c.scope == scope, keys.c.key == key, keys.c.status == IN_PROGRESS

@@ -326,6 +326,9 @@ class MockGateway:
             return await self._record(idempotency_key, "authorize", payment_id, result)
         if previous.status in (ProviderStatus.REQUIRES_ACTION, ProviderStatus.PROCESSING):
             await self._overwrite(idempotency_key, result)
+            # A real provider also announces the completed challenge by webhook; it may well
+            # arrive after the answer to this call (then it is a recorded no-op).
+            self._announce(idempotency_key, result)
             return result
         return previous  # already decided: the provider's first word stands
 

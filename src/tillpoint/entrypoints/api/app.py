@@ -13,7 +13,7 @@ from tillpoint.bootstrap import Container, build
 from tillpoint.config import Settings
 from tillpoint.entrypoints.api import errors
 from tillpoint.entrypoints.api.middleware import RequestContextMiddleware
-from tillpoint.entrypoints.api.routes import admin, health, orders, payments
+from tillpoint.entrypoints.api.routes import admin, health, orders, payments, webhooks
 from tillpoint.entrypoints.worker import Worker
 
 DESCRIPTION = """
@@ -53,6 +53,6 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, orders, payments, admin):
+    for module in (health, orders, payments, admin, webhooks):
         app.include_router(module.router)
     return app

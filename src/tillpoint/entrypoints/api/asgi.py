@@ -1,5 +1,13 @@
-"""`uvicorn tillpoint.entrypoints.api.asgi:app` — settings come from the environment."""
+"""`uvicorn tillpoint.entrypoints.api.asgi:app` — settings come from the environment.
 
+Logging is configured here too: with `serve --workers N` (N > 1) uvicorn imports this module in
+fresh processes that never ran the CLI, and their logs must still be JSON and redacted.
+"""
+
+from tillpoint.adapters.logging import configure_logging
+from tillpoint.config import Settings
 from tillpoint.entrypoints.api.app import create_app
 
-app = create_app()
+_settings = Settings()
+configure_logging(_settings.log_level, _settings.log_format)
+app = create_app(_settings)

@@ -15,7 +15,7 @@ from starlette.responses import Response
 
 from tillpoint.adapters.keys import Principal
 from tillpoint.bootstrap import Container
-from tillpoint.domain.errors import DomainError
+from tillpoint.domain.errors import DomainError, ValidationFailed
 from tillpoint.entrypoints.api.dependencies import ApiError
 from tillpoint.entrypoints.api.errors import domain_problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
@@ -55,7 +55,10 @@ async def idempotent(
     body_key: bool = False,
 ) -> Response:
     raw = await request.body()
-    body = json.loads(raw) if raw else None
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:  # a route without a body model ignores it; fingerprint it as text
+        body = raw.decode("utf-8", errors="replace")
     key = _key(request, body, body_key)
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
@@ -66,7 +69,12 @@ async def idempotent(
             status, payload = await action(resumed)
         except DomainError as exc:
             status, problem = domain_problem(exc)
-            return StoredResponse(status, problem, {"content-type": PROBLEM_JSON})
+            return StoredResponse(
+                status,
+                problem,
+                {"content-type": PROBLEM_JSON},
+                storable=not isinstance(exc, ValidationFailed),
+            )
         return _json(status, payload)
 
     def refusal(code: str, detail: str) -> Callable[[], StoredResponse]:

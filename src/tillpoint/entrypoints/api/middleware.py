@@ -9,6 +9,9 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tillpoint.entrypoints.api.context import correlation_id_var, request_id_var
+from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
+
+log = structlog.get_logger("tillpoint.api")
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
 
@@ -33,8 +36,12 @@ class RequestContextMiddleware:
         if correlation_id:
             structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
 
+        started = False
+
         async def send_with_ids(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 extra = [(b"x-request-id", request_id.encode())]
                 if correlation_id:
                     extra.append((b"x-correlation-id", correlation_id.encode()))
@@ -43,6 +50,26 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_ids)
+        except Exception as exc:
+            # Answered here, not by Starlette's outermost error handler: that one runs after
+            # this middleware, so its 500 would carry neither X-Request-ID nor `request_id`.
+            if started:
+                raise
+            log.exception("request.failed", error=type(exc).__name__)
+            status, body = problem_body(
+                "internal_error", "an unexpected error occurred; it has been logged"
+            )
+            await send_with_ids(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [
+                        (b"content-type", PROBLEM_JSON.encode()),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send_with_ids({"type": "http.response.body", "body": body})
         finally:
             request_id_var.reset(request_token)
             correlation_id_var.reset(correlation_token)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -41,6 +42,20 @@ def money_of(amount: str, currency: str) -> Money:
         return Money.parse(amount, currency)
     except ValidationFailed as exc:
         raise PydanticCustomError("money", exc.detail) from None
+
+
+def amount_in(amount: str, currency: str) -> Money:
+    """An amount whose currency is known only after a lookup (the order's, the payment's).
+
+    Refused as a request validation error, so it renders and is treated like any other body
+    validation failure: 422 `validation_error`, never stored under an idempotency key.
+    """
+    try:
+        return Money.parse(amount, currency)
+    except ValidationFailed as exc:
+        raise RequestValidationError(
+            [{"type": "money", "loc": ("body", "amount"), "msg": exc.detail, "input": amount}]
+        ) from None
 
 
 class CurrencyAmount(Body):

@@ -18,8 +18,8 @@ from tillpoint.entrypoints.api.schemas import (
     CreateOrderIn,
     PatchOrderIn,
     QuoteIn,
+    amount_in,
     history_json,
-    money_of,
     order_json,
     payment_json,
     snapshot_json,
@@ -52,7 +52,7 @@ async def patch_order(
     order_id: str, body: PatchOrderIn, principal: Service, deps: DepsDep
 ) -> dict[str, Any]:
     current, _ = await orders.get_order(order_id, deps=deps)
-    amount = money_of(body.amount, current.amount.currency) if body.amount else current.amount
+    amount = amount_in(body.amount, current.amount.currency)
     order, history = await orders.change_order_amount(order_id, amount, deps=deps)
     return {**order_json(order), "history": [history_json(h) for h in history]}
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 from hashlib import sha256
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Query, Request
 from starlette.responses import Response
 
+from tillpoint.domain.ids import new_id
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import CaptureMethod, PaymentMethod
 from tillpoint.entrypoints.api.dependencies import (
@@ -26,12 +27,12 @@ from tillpoint.entrypoints.api.schemas import (
     MockCompleteIn,
     RefundIn,
     VoidIn,
+    amount_in,
     event_json,
-    money_of,
     payment_json,
     refund_json,
 )
-from tillpoint.service import payments
+from tillpoint.service import janitor, payments
 from tillpoint.service.ports import PaymentFilter
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
@@ -78,6 +79,21 @@ async def list_payments(
     )
     found, cursor = await payments.list_payments(filters, query.limit, query.cursor, deps=deps)
     return {"data": [payment_json(p) for p in found], "next_cursor": cursor}
+
+
+@router.post("/reconcile", status_code=202, summary="Start a reconciliation pass (admin)")
+async def reconcile(
+    request: Request, principal: Admin, container: ContainerDep, background: BackgroundTasks
+) -> Response:
+    """Asks the providers about every open operation, after the answer is sent. Declared before
+    the `/{payment_id}` routes so `reconcile` is never read as a payment id."""
+
+    async def action(_resumed: bool) -> tuple[int, Any]:
+        run_id = new_id("recon")
+        background.add_task(janitor.reconcile, run_id, deps=container.deps)
+        return 202, {"run_id": run_id}
+
+    return await idempotent(request, principal, container, action)
 
 
 @router.get("/{payment_id}", summary="A payment")
@@ -135,10 +151,11 @@ async def mock_complete(
 
 
 async def _amount(payment_id: str, amount: str | None, container: ContainerDep) -> Money | None:
+    """Read before the idempotency layer: a malformed amount is a validation 422, never stored."""
     if amount is None:
         return None
     payment = await payments.get_payment(payment_id, deps=container.deps)
-    return money_of(amount, payment.amount.currency)
+    return amount_in(amount, payment.amount.currency)
 
 
 @router.post("/{payment_id}/capture", summary="Capture an authorized payment, fully or partly")
@@ -149,8 +166,9 @@ async def capture(
     container: ContainerDep,
     body: CaptureIn | None = None,
 ) -> Response:
+    amount = await _amount(payment_id, body.amount if body else None, container)
+
     async def action(_resumed: bool) -> tuple[int, Any]:
-        amount = await _amount(payment_id, body.amount if body else None, container)
         payment = await payments.capture_payment(
             payment_id, amount, change_context(principal), deps=container.deps
         )
@@ -187,8 +205,9 @@ async def refund(
     container: ContainerDep,
     body: RefundIn | None = None,
 ) -> Response:
+    amount = await _amount(payment_id, body.amount if body else None, container)
+
     async def action(_resumed: bool) -> tuple[int, Any]:
-        amount = await _amount(payment_id, body.amount if body else None, container)
         result = await payments.refund_payment(
             payment_id,
             amount,

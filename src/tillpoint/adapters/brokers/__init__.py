@@ -1,0 +1,1 @@
+"""Brokers behind the `Publisher` port: in-process (the embedded default) and RabbitMQ."""

@@ -1,0 +1,100 @@
+"""The `outbox` table: rows written with each state change, claimed and marked by the relay."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tillpoint.adapters.db import tables as t
+from tillpoint.service.outbox import OutboxMessage
+
+o = t.outbox
+
+
+def _message(row: sa.Row[Any]) -> OutboxMessage:
+    return OutboxMessage(
+        id=row.id,
+        event_id=row.event_id,
+        aggregate_id=row.aggregate_id,
+        routing_key=row.routing_key,
+        message_type=row.message_type,
+        sequence=row.sequence,
+        body=row.body,
+        created_at=row.created_at,
+        attempts=row.attempts,
+    )
+
+
+class SqlOutbox:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, message: OutboxMessage) -> None:
+        await self.conn.execute(
+            o.insert().values(
+                event_id=message.event_id,
+                aggregate_id=message.aggregate_id,
+                routing_key=message.routing_key,
+                message_type=message.message_type,
+                sequence=message.sequence,
+                body=message.body,
+                created_at=message.created_at,
+            )
+        )
+
+    async def claim(self, limit: int) -> list[OutboxMessage]:
+        stmt = sa.select(o).where(o.c.published_at.is_(None)).order_by(o.c.id).limit(limit)
+        if self.conn.dialect.name != "sqlite":  # SQLite has one writer at a time anyway
+            stmt = stmt.with_for_update(skip_locked=True)
+        return [_message(r) for r in await self.conn.execute(stmt)]
+
+    async def unpublished_sequences(self, aggregate_ids: Sequence[str]) -> dict[str, list[int]]:
+        if not aggregate_ids:
+            return {}
+        rows = await self.conn.execute(
+            sa.select(o.c.aggregate_id, o.c.sequence)
+            .where(o.c.published_at.is_(None), o.c.aggregate_id.in_(list(aggregate_ids)))
+            .order_by(o.c.aggregate_id, o.c.sequence, o.c.id)
+        )
+        result: dict[str, list[int]] = defaultdict(list)
+        for aggregate_id, sequence in rows:
+            result[aggregate_id].append(sequence)
+        return dict(result)
+
+    async def mark_published(self, ids: Sequence[int], now: datetime) -> None:
+        if ids:
+            await self.conn.execute(
+                o.update()
+                .where(o.c.id.in_(list(ids)))
+                .values(published_at=now, attempts=o.c.attempts + 1, last_error=None)
+            )
+
+    async def mark_failed(self, ids: Sequence[int], error: str) -> None:
+        if ids:
+            await self.conn.execute(
+                o.update()
+                .where(o.c.id.in_(list(ids)))
+                .values(attempts=o.c.attempts + 1, last_error=error[:500])
+            )
+
+    async def latest(self, aggregate_id: str, routing_keys: Sequence[str]) -> OutboxMessage | None:
+        row = (
+            await self.conn.execute(
+                sa.select(o)
+                .where(o.c.aggregate_id == aggregate_id, o.c.routing_key.in_(list(routing_keys)))
+                .order_by(o.c.sequence.desc(), o.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return _message(row) if row else None
+
+    async def backlog(self) -> int:
+        count = await self.conn.scalar(
+            sa.select(sa.func.count()).select_from(o).where(o.c.published_at.is_(None))
+        )
+        return int(count or 0)

@@ -1,0 +1,97 @@
+"""The mock gateway's webhooks: Standard Webhooks v1 signatures (`standardwebhooks`).
+
+`webhook-signature` is `v1,<base64 HMAC-SHA256 of "id.timestamp.body">` keyed with the
+base64-decoded part of the `whsec_…` secret; the timestamp must be within ±5 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, Final
+
+from standardwebhooks import Webhook
+
+from tillpoint.adapters.webhooks import redact
+from tillpoint.domain.errors import ValidationFailed
+from tillpoint.domain.money import Money
+from tillpoint.service.webhooks import (
+    InvalidSignature,
+    MalformedEvent,
+    ParsedEvent,
+    Signal,
+    SignalKind,
+)
+
+EVENT_KINDS: Final[Mapping[str, SignalKind]] = {
+    "payment.processing": SignalKind.PROCESSING,
+    "payment.requires_action": SignalKind.REQUIRES_ACTION,
+    "payment.authorized": SignalKind.AUTHORIZED,
+    "payment.captured": SignalKind.CAPTURED,
+    "payment.failed": SignalKind.FAILED,
+    "payment.canceled": SignalKind.CANCELED,
+    "refund.succeeded": SignalKind.REFUNDED,
+}
+
+
+class StandardWebhooksVerifier:
+    def __init__(self, provider: str, secret: str) -> None:
+        if not secret.strip():
+            raise ValueError(f"the {provider} webhook secret is empty")
+        self.provider = provider
+        self._webhook = Webhook(secret)
+
+    def verify(self, body: bytes, headers: Mapping[str, str]) -> ParsedEvent:
+        try:
+            self._webhook.verify(body, dict(headers), json_parse=False)
+        except Exception as exc:  # malformed headers raise ValueError, binascii.Error, …
+            raise InvalidSignature(str(exc) or type(exc).__name__) from None
+        return self.parse(body)
+
+    def parse(self, body: bytes) -> ParsedEvent:
+        try:
+            event = json.loads(body)
+            event_id, event_type = event["id"], event["type"]
+            data: dict[str, Any] = event.get("data") or {}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise MalformedEvent(f"not a webhook event: {exc!r}") from None
+        if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
+            raise MalformedEvent("`id` and `type` must be non-empty strings")
+        kind = EVENT_KINDS.get(event_type)
+        if kind is None:
+            return ParsedEvent(event_id, event_type, None)
+        payment_id = data.get("provider_payment_id")
+        if not isinstance(payment_id, str) or not payment_id:
+            raise MalformedEvent("`data.provider_payment_id` is missing")
+        return ParsedEvent(
+            event_id,
+            event_type,
+            Signal(
+                kind=kind,
+                provider_payment_id=payment_id,
+                amount=_amount(data),
+                failure_code=_text(data, "failure_code"),
+                failure_message=_text(data, "failure_message"),
+                provider_refund_id=_text(data, "provider_refund_id"),
+            ),
+        )
+
+    def redact(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return redact(headers)
+
+
+def _text(data: Mapping[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    return value if isinstance(value, str) and value else None
+
+
+def _amount(data: Mapping[str, Any]) -> Money | None:
+    amount, currency = data.get("amount"), data.get("currency")
+    if amount is None:
+        return None
+    if not isinstance(amount, str) or not isinstance(currency, str):
+        raise MalformedEvent("`data.amount` must be a decimal string with `data.currency`")
+    try:
+        return Money.parse(amount, currency.upper())
+    except ValidationFailed as exc:
+        raise MalformedEvent(exc.detail) from None

@@ -1,0 +1,253 @@
+"""The outbox relay: moves committed `outbox` rows to the broker, at least once, in order.
+
+Ordering guarantee (per payment, with any number of relays running side by side):
+
+1. A relay claims a batch with `SELECT … FOR UPDATE SKIP LOCKED` (PostgreSQL), so two relays
+   never hold the same row at once; a killed relay's locks vanish with its connection and its
+   rows become claimable again (nothing was marked published, so nothing is lost).
+2. Claiming rows is not enough: relay A may hold a payment's `sequence` 1 while relay B claims
+   its `sequence` 2. So after claiming, the relay reads every *unpublished* sequence of the
+   payments it claimed (a fresh READ COMMITTED snapshot) and publishes only the longest run
+   that starts at the payment's oldest unpublished row and consists of rows it holds. B sees
+   that 1 is still unpublished (A has not committed) and leaves 2 alone; once A commits, 1 is
+   no longer unpublished and B (or anyone) may publish 2. A row is only ever published after
+   every earlier row of its payment was published *and confirmed* by the broker.
+3. Within one payment rows are published one after another, each waiting for its publisher
+   confirm; on the first failure the rest of that payment waits for a later attempt.
+4. Rows are marked published in the claiming transaction, after the confirms. A crash between
+   the confirm and the commit re-publishes those rows later (at least once): a consumer that
+   drops an `event_id` it has already seen sees every payment's `sequence` strictly increase.
+
+Rows of a payment commit in `sequence` order (the payment row is version-checked), so a
+later row can never become visible before an earlier one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+import structlog
+
+from tillpoint.service.ports import Clock
+
+log = structlog.get_logger("tillpoint.outbox")
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One `outbox` row: `body` is the serialized API.md message."""
+
+    event_id: str
+    aggregate_id: str
+    routing_key: str
+    message_type: str
+    sequence: int
+    body: str
+    created_at: datetime
+    id: int | None = None
+    attempts: int = 0
+
+
+class PublishFailed(Exception):
+    """The broker did not confirm a message (unreachable, nack, timeout)."""
+
+
+class Publisher(Protocol):
+    """The broker port. `publish` returns only once the broker has confirmed the message."""
+
+    async def publish(self, message: OutboxMessage) -> None: ...
+
+    async def healthy(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class OutboxRepository(Protocol):
+    async def add(self, message: OutboxMessage) -> None: ...
+
+    async def claim(self, limit: int) -> list[OutboxMessage]:
+        """Lock up to `limit` unpublished rows, oldest first, skipping rows others hold."""
+        ...
+
+    async def unpublished_sequences(self, aggregate_ids: Sequence[str]) -> dict[str, list[int]]:
+        """Every unpublished `sequence` of these aggregates, ascending (no locks taken)."""
+        ...
+
+    async def mark_published(self, ids: Sequence[int], now: datetime) -> None: ...
+
+    async def mark_failed(self, ids: Sequence[int], error: str) -> None: ...
+
+    async def latest(self, aggregate_id: str, routing_keys: Sequence[str]) -> OutboxMessage | None:
+        """The newest row of an aggregate with one of these routing keys, published or not."""
+        ...
+
+    async def backlog(self) -> int: ...
+
+
+class OutboxUnitOfWork(Protocol):
+    outbox: OutboxRepository
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class OutboxUnitOfWorkFactory(Protocol):
+    def __call__(self) -> OutboxUnitOfWork: ...
+
+
+class RelayMetrics(Protocol):
+    def count(self, name: str, **labels: str) -> None: ...
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None: ...
+
+    def gauge(self, name: str, value: float) -> None: ...
+
+
+def publishable(
+    claimed: Sequence[OutboxMessage], unpublished: Mapping[str, Sequence[int]]
+) -> tuple[list[list[OutboxMessage]], int]:
+    """Split claimed rows into per-aggregate runs that may leave now, in `sequence` order.
+
+    A run starts at the aggregate's oldest unpublished sequence and stops at the first
+    sequence this relay does not hold. Returns the runs and how many claimed rows must wait.
+    """
+    by_aggregate: dict[str, dict[int, list[OutboxMessage]]] = defaultdict(lambda: defaultdict(list))
+    for row in sorted(claimed, key=lambda r: (r.sequence, r.id or 0)):
+        by_aggregate[row.aggregate_id][row.sequence].append(row)
+    runs: list[list[OutboxMessage]] = []
+    held_back = 0
+    for aggregate_id, held in by_aggregate.items():
+        run: list[OutboxMessage] = []
+        for sequence in unpublished.get(aggregate_id, ()):
+            if not held[sequence]:
+                break
+            run.append(held[sequence].pop(0))
+        held_back += sum(len(rows) for rows in held.values())
+        if run:
+            runs.append(run)
+    return runs, held_back
+
+
+@dataclass(frozen=True, slots=True)
+class RelayResult:
+    published: int
+    held_back: int
+    failed: int
+
+
+class OutboxRelay:
+    """One `step()` relays one batch; the worker calls it in a loop and backs off on errors."""
+
+    def __init__(
+        self,
+        *,
+        uow: OutboxUnitOfWorkFactory,
+        publisher: Publisher,
+        clock: Clock,
+        metrics: RelayMetrics | None = None,
+        batch_size: int = 100,
+    ) -> None:
+        self.uow = uow
+        self.publisher = publisher
+        self.clock = clock
+        self.metrics = metrics
+        self.batch_size = batch_size
+
+    async def step(self) -> int:
+        """Relay one batch; raises `PublishFailed` (after saving progress) to ask for a back-off."""
+        result = await self.relay_batch()
+        if result.failed:
+            raise PublishFailed(f"{result.failed} outbox row(s) could not be published")
+        return result.published
+
+    async def relay_batch(self) -> RelayResult:
+        published: list[OutboxMessage] = []
+        failed: list[OutboxMessage] = []
+        error = ""
+        async with self.uow() as uow:
+            claimed = await uow.outbox.claim(self.batch_size)
+            if not claimed:
+                await self._backlog(uow.outbox)
+                return RelayResult(0, 0, 0)
+            aggregates = sorted({row.aggregate_id for row in claimed})
+            runs, held_back = publishable(
+                claimed, await uow.outbox.unpublished_sequences(aggregates)
+            )
+            for run in runs:
+                for position, row in enumerate(run):
+                    try:
+                        await self.publisher.publish(row)
+                    except Exception as exc:  # any broker trouble: retry later, in order
+                        error = f"{type(exc).__name__}: {exc}"[:500]
+                        failed.append(row)
+                        held_back += len(run) - position - 1
+                        break
+                    published.append(row)
+            now = self.clock.now()
+            if published:
+                await uow.outbox.mark_published([r.id for r in published if r.id is not None], now)
+            if failed:
+                await uow.outbox.mark_failed([r.id for r in failed if r.id is not None], error)
+            await self._backlog(uow.outbox)
+            await uow.commit()
+        self._observe(published, now)
+        if failed:
+            log.warning(
+                "outbox.publish_failed",
+                failed=len(failed),
+                published=len(published),
+                error=error,
+            )
+        return RelayResult(len(published), held_back, len(failed))
+
+    def _observe(self, published: Sequence[OutboxMessage], now: datetime) -> None:
+        for row in published:
+            log.debug(
+                "outbox.published",
+                event_id=row.event_id,
+                payment_id=row.aggregate_id,
+                routing_key=row.routing_key,
+                sequence=row.sequence,
+            )
+        if self.metrics is None:
+            return
+        for row in published:
+            self.metrics.count("outbox_published_total")
+            self.metrics.observe(
+                "outbox_lag_seconds", max((now - row.created_at).total_seconds(), 0.0)
+            )
+
+    async def _backlog(self, outbox: OutboxRepository) -> None:
+        if self.metrics is not None:
+            self.metrics.gauge("outbox_backlog", await outbox.backlog())
+
+
+async def drain(relay: OutboxRelay, *, within: float = 10.0) -> int:
+    """Relay until nothing is left (for `serve` shutdown and tests); returns rows published."""
+    total = 0
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = await relay.relay_batch()
+        total += result.published
+        if not result.published and not result.failed and not result.held_back:
+            return total
+        if result.failed:
+            break
+        if not result.published:
+            await asyncio.sleep(0.05)  # another relay holds the head of some payment
+    return total

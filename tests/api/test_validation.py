@@ -1,0 +1,245 @@
+"""Bad input never becomes money: each refusal is a 422 (or the conflict API.md names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api.conftest import Api, assert_problem
+from tests.conftest import SERVICE_KEY, headers, new_key
+
+PAN = "4242424242424242"
+
+BAD_MONEY: list[tuple[Any, str]] = [
+    (10.5, "USD"),  # a JSON float literal
+    (10, "USD"),  # a JSON integer: still not a decimal string
+    ("1.005", "USD"),
+    ("10.5", "JPY"),
+    ("1000.0", "JPY"),
+    ("1.2345", "KWD"),
+    ("0", "USD"),
+    ("0.00", "USD"),
+    ("-1.00", "USD"),
+    ("abc", "USD"),
+    ("1e3", "USD"),
+    ("", "USD"),
+    (" 1.00", "USD"),
+    ("1,00", "USD"),
+    ("NaN", "USD"),
+    ("10.00", "usd"),
+    ("10.00", "ZZZ"),
+    ("10.00", "US"),
+]
+
+
+@pytest.mark.parametrize(("amount", "currency"), BAD_MONEY)
+async def test_an_order_with_bad_money_is_422(api: Api, amount: Any, currency: str) -> None:
+    response = await api.post(
+        "/api/v1/orders",
+        {"order_id": f"ord-{new_key()}", "buyer_id": "b", "amount": amount, "currency": currency},
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    assert problem["errors"]
+    assert all({"loc", "msg"} <= e.keys() for e in problem["errors"])
+
+
+@pytest.mark.parametrize(("amount", "currency"), BAD_MONEY[:8])
+async def test_a_payment_with_bad_money_is_422(api: Api, amount: Any, currency: str) -> None:
+    order_id = await api.order()
+    response = await api.post(
+        "/api/v1/payments",
+        {"order_id": order_id, "amount": amount, "currency": currency},
+    )
+    problem = assert_problem(response, 422, "validation_error")
+    assert problem["errors"]
+
+
+async def test_a_bad_amount_is_not_stored_under_its_idempotency_key(api: Api) -> None:
+    """Body validation 422 is not stored: the corrected retry with the same key proceeds."""
+    key, order_id = new_key(), f"ord-{new_key()}"
+    body = {"order_id": order_id, "buyer_id": "b", "amount": "1.005", "currency": "USD"}
+    assert (await api.post("/api/v1/orders", body, idem=key)).status_code == 422
+    fixed = await api.post("/api/v1/orders", {**body, "amount": "1.00"}, idem=key)
+    assert fixed.status_code == 201, fixed.text
+
+
+class TestRawCardData:
+    @pytest.mark.parametrize(
+        "method",
+        [
+            {"number": PAN, "exp_month": 12, "exp_year": 2030},
+            {"card_number": PAN},
+            {"token": "pm_card_visa", "cvc": "123"},
+            {"last4": "4242", "CVV": "123"},
+            {"token": PAN},
+            {"token": "4242 4242 4242 4242"},
+        ],
+    )
+    async def test_is_refused_on_create_and_never_echoed(
+        self, api: Api, method: dict[str, Any]
+    ) -> None:
+        order_id = await api.order()
+        response = await api.post(
+            "/api/v1/payments",
+            {"order_id": order_id, "amount": "100.00", "currency": "USD", "payment_method": method},
+        )
+        assert_problem(response, 422, "raw_card_data_rejected")
+        assert PAN not in response.text
+        assert "4242 4242 4242 4242" not in response.text
+        assert "123" not in response.text.replace(response.headers["x-request-id"], "")
+        payments = await api.get(f"/api/v1/orders/{order_id}/payments")
+        assert payments.json()["data"] == []
+
+    async def test_is_refused_on_confirm(self, api: Api) -> None:
+        created = await api.payment(await api.order())
+        response = await api.confirm(
+            created["payment_id"], {"payment_method": {"number": PAN, "cvc": "999"}}
+        )
+        assert_problem(response, 422, "raw_card_data_rejected")
+        assert PAN not in response.text
+        assert (await api.payment_state(created["payment_id"]))["status"] == "INITIATED"
+
+    async def test_a_card_is_returned_only_as_display_data(self, api: Api) -> None:
+        method = {
+            "token": "pm_card_visa",
+            "brand": "visa",
+            "last4": "4242",
+            "exp_month": 12,
+            "exp_year": 2030,
+            "holder_name": "Ada Lovelace",
+        }
+        paid = await api.confirmed(method=method)
+        assert paid["payment_method"] == {
+            "type": "card",
+            "brand": "visa",
+            "last4": "4242",
+            "exp_month": 12,
+            "exp_year": 2030,
+        }
+
+
+class TestOrderAndPaymentRules:
+    async def test_an_amount_other_than_the_order_is_422(self, api: Api) -> None:
+        order_id = await api.order("100.00", "USD")
+        for amount, currency in (("99.99", "USD"), ("100.00", "EUR")):
+            response = await api.post(
+                "/api/v1/payments", {"order_id": order_id, "amount": amount, "currency": currency}
+            )
+            assert_problem(response, 422, "amount_mismatch")
+
+    async def test_an_unknown_order_is_404(self, api: Api) -> None:
+        response = await api.post(
+            "/api/v1/payments", {"order_id": "no-such-order", "amount": "1.00", "currency": "USD"}
+        )
+        assert_problem(response, 404, "not_found")
+        assert_problem(await api.get("/api/v1/orders/no-such-order"), 404, "not_found")
+        assert_problem(await api.get("/api/v1/payments/pay_nope"), 404, "not_found")
+
+    async def test_a_second_active_payment_is_409(self, api: Api) -> None:
+        order_id = await api.order()
+        await api.payment(order_id)
+        response = await api.post(
+            "/api/v1/payments", {"order_id": order_id, "amount": "100.00", "currency": "USD"}
+        )
+        assert_problem(response, 409, "active_payment_exists")
+
+    async def test_a_paid_order_is_not_payable(self, api: Api) -> None:
+        paid = await api.confirmed()
+        response = await api.post(
+            "/api/v1/payments",
+            {"order_id": paid["order_id"], "amount": "100.00", "currency": "USD"},
+        )
+        assert_problem(response, 409, "order_not_payable")
+
+    async def test_a_duplicate_order_id_is_409(self, api: Api) -> None:
+        order_id = await api.order()
+        response = await api.post(
+            "/api/v1/orders",
+            {"order_id": order_id, "buyer_id": "other", "amount": "5.00", "currency": "USD"},
+        )
+        assert_problem(response, 409, "order_exists")
+        assert (await api.order_state(order_id))["amount"] == "100.00"
+
+    @pytest.mark.parametrize("order_id", ["", "has space", "x" * 65, "semi;colon"])
+    async def test_a_malformed_order_id_is_422(self, api: Api, order_id: str) -> None:
+        response = await api.post(
+            "/api/v1/orders",
+            {"order_id": order_id, "buyer_id": "b", "amount": "1.00", "currency": "USD"},
+        )
+        assert_problem(response, 422, "validation_error")
+
+    async def test_the_amount_changes_only_while_payment_is_pending(self, api: Api) -> None:
+        order_id = await api.order("100.00")
+        patched = await api.client.patch(
+            f"/api/v1/orders/{order_id}", json={"amount": "120.50"}, headers=headers(SERVICE_KEY)
+        )
+        assert patched.status_code == 200, patched.text
+        assert (patched.json()["amount"], patched.json()["status"]) == ("120.50", "PAYMENT_PENDING")
+
+        created = await api.payment(order_id, "120.50")
+        assert (await api.confirm(created["payment_id"])).status_code == 200
+        late = await api.client.patch(
+            f"/api/v1/orders/{order_id}", json={"amount": "1.00"}, headers=headers(SERVICE_KEY)
+        )
+        assert_problem(late, 409, "invalid_state_transition")
+        assert (await api.order_state(order_id))["amount"] == "120.50"
+
+    async def test_the_amount_is_fixed_while_a_payment_is_active(self, api: Api) -> None:
+        """Otherwise the order would be PAID at an amount its payment never charged."""
+        order_id = await api.order("100.00")
+        created = await api.payment(order_id)
+        patched = await api.client.patch(
+            f"/api/v1/orders/{order_id}", json={"amount": "120.00"}, headers=headers(SERVICE_KEY)
+        )
+        assert_problem(patched, 409, "active_payment_exists")
+        assert (await api.confirm(created["payment_id"])).json()["captured_amount"] == "100.00"
+        assert (await api.order_state(order_id))["amount"] == "100.00"
+
+    async def test_the_amount_may_change_after_a_failed_payment(self, api: Api) -> None:
+        order_id = await api.order("100.00")
+        declined = await api.payment(order_id, method={"token": "pm_card_chargeDeclined"})
+        assert (await api.confirm(declined["payment_id"])).status_code == 402
+        patched = await api.client.patch(
+            f"/api/v1/orders/{order_id}", json={"amount": "90.00"}, headers=headers(SERVICE_KEY)
+        )
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["amount"] == "90.00"
+
+    @pytest.mark.parametrize("amount", ["1.001", "", "0", "-5", "x"])
+    async def test_a_bad_patch_amount_is_422(self, api: Api, amount: str) -> None:
+        order_id = await api.order("100.00")
+        response = await api.client.patch(
+            f"/api/v1/orders/{order_id}", json={"amount": amount}, headers=headers(SERVICE_KEY)
+        )
+        assert_problem(response, 422, "validation_error")
+        assert (await api.order_state(order_id))["amount"] == "100.00"
+
+
+class TestExactDecimals:
+    @pytest.mark.parametrize(
+        ("sent", "currency", "shown"),
+        [
+            ("1000", "JPY", "1000"),
+            ("1.250", "KWD", "1.250"),
+            ("1.25", "KWD", "1.250"),
+            ("7", "BHD", "7.000"),
+            ("10", "USD", "10.00"),
+            ("10.5", "EUR", "10.50"),
+        ],
+    )
+    async def test_amounts_round_trip_with_the_currency_decimals(
+        self, api: Api, sent: str, currency: str, shown: str
+    ) -> None:
+        order_id = await api.order(sent, currency)
+        assert (await api.order_state(order_id))["amount"] == shown
+        paid = await api.confirmed(sent, currency, capture_method="manual")
+        assert (paid["amount"], paid["authorized_amount"], paid["currency"]) == (
+            shown,
+            shown,
+            currency,
+        )
+        zero = "0" if currency == "JPY" else "0." + "0" * (len(shown.split(".")[1]))
+        assert paid["captured_amount"] == zero
+        captured = await api.post(f"/api/v1/payments/{paid['payment_id']}/capture")
+        assert captured.json()["captured_amount"] == shown

@@ -1,0 +1,271 @@
+"""Fixtures for the event tests: a real RabbitMQ with names unique to this run (deleted in
+teardown), a tap queue that records everything published, and a PostgreSQL container."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import httpx
+import pytest
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
+from asgi_lifespan import LifespanManager
+
+from tests.conftest import need_service, postgres_url, settings_for
+from tillpoint.adapters.clock import MovableClock
+from tillpoint.adapters.db import migrate
+from tillpoint.bootstrap import Container, build
+from tillpoint.entrypoints.api.app import create_app
+
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@dataclass(frozen=True)
+class Names:
+    """Exchange and queue names that no other test run (or person) uses."""
+
+    suffix: str = field(default_factory=lambda: secrets.token_hex(4))
+
+    @property
+    def exchange(self) -> str:
+        return f"payments.events.test.{self.suffix}"
+
+    @property
+    def stock_confirmed(self) -> str:
+        return f"payment.stock-confirmed.test.{self.suffix}"
+
+    @property
+    def order_created(self) -> str:
+        return f"payment.order-created.test.{self.suffix}"
+
+    @property
+    def tap(self) -> str:
+        return f"tap.test.{self.suffix}"
+
+    @property
+    def queues(self) -> list[str]:
+        consumed = [self.stock_confirmed, self.order_created]
+        return [self.tap, *consumed, *(f"{q}.dlq" for q in consumed)]
+
+
+@dataclass
+class Received:
+    routing_key: str
+    body: dict[str, Any]
+    message_id: str | None
+    content_type: str | None
+    headers: dict[str, Any]
+    delivery_mode: int | None
+
+
+class Tap:
+    """Every message published to the exchange, in arrival order (a queue bound with `#`)."""
+
+    def __init__(self) -> None:
+        self.messages: list[Received] = []
+
+    async def on_message(self, message: AbstractIncomingMessage) -> None:
+        self.messages.append(
+            Received(
+                routing_key=message.routing_key or "",
+                body=json.loads(message.body),
+                message_id=message.message_id,
+                content_type=message.content_type,
+                headers=dict(message.headers or {}),
+                delivery_mode=int(message.delivery_mode) if message.delivery_mode else None,
+            )
+        )
+        await message.ack()
+
+    def where(self, **fields: Any) -> list[Received]:
+        return [m for m in self.messages if all(m.body.get(k) == v for k, v in fields.items())]
+
+    async def wait_for(
+        self, predicate: Callable[[list[Received]], bool], timeout: float = 20.0
+    ) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(self.messages):
+                return self.messages
+            await asyncio.sleep(0.05)
+        raise AssertionError(
+            f"timed out; received {[(m.routing_key, m.body) for m in self.messages][-10:]}"
+        )
+
+
+@dataclass
+class Broker:
+    names: Names
+    connection: AbstractRobustConnection
+    tap: Tap
+
+    async def send(self, routing_key: str, body: bytes | dict[str, Any]) -> None:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        channel = await self.connection.channel()
+        try:
+            exchange = await channel.get_exchange(self.names.exchange)
+            await exchange.publish(
+                aio_pika.Message(raw, content_type="application/json"), routing_key=routing_key
+            )
+        finally:
+            await channel.close()
+
+    async def get(self, queue: str, timeout: float = 20.0) -> AbstractIncomingMessage:
+        channel = await self.connection.channel()
+        try:
+            declared = await channel.declare_queue(queue, passive=True)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                message = await declared.get(no_ack=True, fail=False)
+                if message is not None:
+                    return message
+                await asyncio.sleep(0.1)
+        finally:
+            await channel.close()
+        raise AssertionError(f"nothing arrived in {queue}")
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[Broker]:
+    need_service("RabbitMQ", "127.0.0.1", 5672)
+    names = Names()
+    connection = await aio_pika.connect_robust(AMQP_URL)
+    tap = Tap()
+    channel = await connection.channel()
+    try:
+        exchange = await channel.declare_exchange(
+            names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
+        )
+        queue = await channel.declare_queue(names.tap, durable=True)
+        await queue.bind(exchange, routing_key="#")
+        tag = await queue.consume(tap.on_message)
+        yield Broker(names, connection, tap)
+        await queue.cancel(tag)
+    finally:
+        cleanup = await connection.channel()
+        for name in names.queues:
+            with contextlib.suppress(Exception):
+                await cleanup.queue_delete(name)
+        with contextlib.suppress(Exception):
+            await cleanup.exchange_delete(names.exchange)
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+async def pg_url() -> str:
+    """PostgreSQL at the newest migration (never reset: other tests may share it)."""
+    url = postgres_url()
+    await asyncio.to_thread(migrate.upgrade, url)
+    return url
+
+
+@pytest.fixture
+async def rabbit_container(pg_url: str, broker: Broker) -> AsyncIterator[Container]:
+    names = broker.names
+    current = build(
+        settings_for(
+            pg_url,
+            broker_url=AMQP_URL,
+            events_exchange=names.exchange,
+            stock_confirmed_queue=names.stock_confirmed,
+            order_created_queue=names.order_created,
+        ),
+        clock=MovableClock(),
+    )
+    try:
+        yield current
+    finally:
+        await current.aclose()
+
+
+async def api_client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(container=container, run_workers=False)
+    async with LifespanManager(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://tillpoint.test") as http:
+            yield http
+
+
+@pytest.fixture
+async def rabbit_client(rabbit_container: Container) -> AsyncIterator[httpx.AsyncClient]:
+    async for http in api_client(rabbit_container):
+        yield http
+
+
+class TcpProxy:
+    """A loopback TCP relay to RabbitMQ that a test can cut and restore, as a network would;
+    with `delay`, everything the broker sends is held back that long (a slow link)."""
+
+    def __init__(
+        self, port: int, target: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0
+    ) -> None:
+        self.port = port
+        self.target = target
+        self.delay = delay
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        for writer in list(self._writers):
+            writer.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.close()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            return
+        self._writers.add(up_writer)
+        try:
+            await asyncio.gather(
+                self._pipe(reader, up_writer), self._pipe(up_reader, writer, self.delay)
+            )
+        finally:
+            for w in (writer, up_writer):
+                w.close()
+                with contextlib.suppress(Exception):
+                    await w.wait_closed()
+                self._writers.discard(w)
+            self._tasks.discard(task)
+
+    @staticmethod
+    async def _pipe(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float = 0.0
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if delay:
+                    await asyncio.sleep(delay)
+                writer.write(data)
+                await writer.drain()
+        except (OSError, ConnectionError):
+            pass
+        finally:
+            writer.close()

@@ -1,0 +1,314 @@
+"""The outbox relay: the in-process default, the per-payment ordering rule, two relays on one
+PostgreSQL, and a broker outage against the real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.conftest import SERVICE_KEY, headers, new_key, settings_for
+from tests.events.conftest import Broker, TcpProxy, api_client
+from tillpoint.adapters.brokers.inprocess import InProcessBroker, topic_matches
+from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
+from tillpoint.adapters.clock import MovableClock
+from tillpoint.adapters.db import tables as t
+from tillpoint.adapters.db.engine import make_engine
+from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
+from tillpoint.adapters.telemetry import REGISTRY
+from tillpoint.bootstrap import Container, build, outbox_relay
+from tillpoint.domain.money import Money
+from tillpoint.domain.order import ChangeContext, Order
+from tillpoint.domain.payment import CaptureMethod, Payment, PaymentMethod
+from tillpoint.entrypoints.worker import default_loops
+from tillpoint.service.outbox import (
+    OutboxMessage,
+    OutboxRelay,
+    PublishFailed,
+    drain,
+    publishable,
+)
+
+
+def row(aggregate: str, sequence: int, id_: int) -> OutboxMessage:
+    return OutboxMessage(
+        event_id=f"evt_{id_}",
+        aggregate_id=aggregate,
+        routing_key="payment.succeeded",
+        message_type="payment.succeeded.v1",
+        sequence=sequence,
+        body="{}",
+        created_at=datetime.now(UTC),
+        id=id_,
+    )
+
+
+class TestPublishable:
+    def test_publishes_only_the_run_from_the_oldest_unpublished_row(self) -> None:
+        claimed = [row("a", 2, 12), row("a", 3, 13), row("b", 1, 21), row("b", 3, 23)]
+        # a's sequence 1 is unpublished and held by someone else; b's 2 likewise
+        runs, held_back = publishable(claimed, {"a": [1, 2, 3], "b": [1, 2, 3]})
+
+        assert [[r.id for r in run] for run in runs] == [[21]]
+        assert held_back == 3
+
+    def test_keeps_sequence_order_whatever_the_claim_order(self) -> None:
+        claimed = [row("a", 3, 13), row("a", 1, 11), row("a", 2, 12)]
+        runs, held_back = publishable(claimed, {"a": [1, 2, 3]})
+
+        assert [[r.sequence for r in run] for run in runs] == [[1, 2, 3]]
+        assert held_back == 0
+
+
+def test_topic_patterns_match_like_rabbitmq() -> None:
+    assert topic_matches("#", "payment.succeeded")
+    assert topic_matches("payment.*", "payment.failed")
+    assert not topic_matches("payment.*", "payment.failed.v1")
+    assert topic_matches("payment.#", "payment")
+    assert not topic_matches("order.*", "payment.failed")
+
+
+async def pay(http: httpx.AsyncClient, card: str = "pm_card_visa") -> str:
+    order_id = f"ord-{new_key()}"
+    created = await http.post(
+        "/api/v1/orders",
+        json={"order_id": order_id, "buyer_id": "b", "amount": "10.00", "currency": "EUR"},
+        headers=headers(SERVICE_KEY, new_key()),
+    )
+    assert created.status_code == 201, created.text
+    payment = await http.post(
+        "/api/v1/payments",
+        json={
+            "order_id": order_id,
+            "amount": "10.00",
+            "currency": "EUR",
+            "payment_method": {"token": card},
+        },
+        headers=headers(SERVICE_KEY, new_key()),
+    )
+    assert payment.status_code == 201, payment.text
+    payment_id: str = payment.json()["payment_id"]
+    confirmed = await http.post(
+        f"/api/v1/payments/{payment_id}/confirm", headers=headers(SERVICE_KEY, new_key())
+    )
+    assert confirmed.status_code in (200, 402), confirmed.text
+    return payment_id
+
+
+async def event_ids(engine: AsyncEngine, payment_ids: list[str], *, published: bool) -> set[str]:
+    o = t.outbox.c
+    condition = o.published_at.is_not(None) if published else o.published_at.is_(None)
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(o.event_id).where(o.aggregate_id.in_(payment_ids), condition)
+        )
+    return {r.event_id for r in rows}
+
+
+async def test_in_process_broker_is_the_default(
+    container: Container, client: httpx.AsyncClient
+) -> None:
+    broker = container.publisher
+    assert isinstance(broker, InProcessBroker)
+    assert "outbox.relay" in [loop.name for loop in default_loops(container)]
+    assert await container.extras["broker_health"]()  # type: ignore[operator]
+    received: list[OutboxMessage] = []
+
+    async def collect(message: OutboxMessage) -> None:
+        received.append(message)
+
+    unsubscribe = broker.subscribe("payment.#", collect)
+    try:
+        before = published_total()
+        payment_id = await pay(client)
+        relay = outbox_relay(container)
+        assert relay is not None
+        await drain(relay)
+        await broker.join()
+    finally:
+        unsubscribe()
+
+    mine = [m for m in received if m.aggregate_id == payment_id]
+    assert [m.sequence for m in mine] == list(range(1, len(mine) + 1))
+    assert mine[-1].routing_key == "payment.succeeded"
+    assert not await event_ids(container.engine, [payment_id], published=False)
+    assert published_total() >= before + 1
+
+
+def published_total() -> float:
+    return REGISTRY.get_sample_value("outbox_published_total") or 0.0
+
+
+class BlockingPublisher:
+    """Publishes into a list; the first publish waits until released (a slow broker)."""
+
+    def __init__(self, block: bool) -> None:
+        self.published: list[OutboxMessage] = []
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        if not block:
+            self.release.set()
+
+    async def publish(self, message: OutboxMessage) -> None:
+        self.entered.set()
+        await self.release.wait()
+        self.published.append(message)
+
+    async def healthy(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+@pytest.fixture
+async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = make_engine(pg_url, pool_size=4)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_relay_never_overtakes_another_holding_an_earlier_row(
+    pg_engine: AsyncEngine, pg_url: str
+) -> None:
+    clock = MovableClock()
+    uow = SqlEventsUnitOfWorkFactory(pg_engine)
+    await drain(OutboxRelay(uow=uow, publisher=BlockingPublisher(False), clock=clock))
+    payment_id = await captured_payment(pg_url)
+
+    first = BlockingPublisher(block=True)
+    slow = OutboxRelay(uow=uow, publisher=first, clock=clock, batch_size=1)
+    slow_batch = asyncio.create_task(slow.relay_batch())
+    await asyncio.wait_for(first.entered.wait(), timeout=10)  # holds sequence 1, unconfirmed
+    second = BlockingPublisher(block=False)
+    fast = OutboxRelay(uow=uow, publisher=second, clock=clock)
+
+    overtaking = await fast.relay_batch()  # claims sequence 2, must leave it
+
+    assert overtaking.published == 0
+    assert overtaking.held_back == 1
+    first.release.set()
+    assert (await slow_batch).published == 1
+    assert (await fast.relay_batch()).published == 1
+    assert [m.sequence for m in first.published + second.published] == [1, 2]
+    assert {m.aggregate_id for m in first.published + second.published} == {payment_id}
+
+
+async def captured_payment(url: str, *, commit: bool = True) -> str:
+    """A captured payment (sequence 1 authorized, 2 succeeded) written straight through the
+    repositories; with `commit=False` the transaction rolls back. Returns the payment id."""
+    container = build(settings_for(url))
+    try:
+        now = container.deps.clock.now()
+        ctx = ChangeContext("test")
+        amount = Money(1000, "EUR")
+        order = Order.register(f"ord-{new_key()}", "b", amount, now, ctx)
+        payment = Payment.initiate(
+            order_id=order.order_id,
+            buyer_id="b",
+            amount=amount,
+            capture_method=CaptureMethod.AUTOMATIC,
+            provider="mock",
+            payment_method=PaymentMethod(last4="4242"),
+            snapshot_id=None,
+            request_key=None,
+            now=now,
+        )
+        payment.authorized(amount, "mock_x", now, "test")
+        payment.captured(amount, "txn_x", "mock_x", now, "test")
+        async with container.deps.uow() as uow:
+            await uow.orders.add(order)
+            await uow.payments.add(payment)
+            if commit:
+                await uow.commit()
+        return payment.id
+    finally:
+        await container.aclose()
+
+
+@pytest.mark.rabbitmq
+@pytest.mark.postgres
+async def test_broker_outage_loses_nothing_and_publishes_nothing_rolled_back(
+    rabbit_container: Container, rabbit_client: httpx.AsyncClient, broker: Broker, pg_url: str
+) -> None:
+    proxy = TcpProxy(8401)
+    await proxy.start()
+    publisher = RabbitPublisher(
+        proxy.url,
+        broker.names.exchange,
+        confirm_timeout=2,
+        connect_timeout=2,
+        reconnect_interval=0.3,
+    )
+    relay = OutboxRelay(
+        uow=SqlEventsUnitOfWorkFactory(rabbit_container.engine),
+        publisher=publisher,
+        clock=rabbit_container.deps.clock,
+    )
+    engine = rabbit_container.engine
+    try:
+        before = await pay(rabbit_client)
+        await drain(relay, within=30)
+        assert await publisher.healthy()
+        ready = await rabbit_client.get("/healthz/ready")
+        assert ready.json()["checks"]["broker"] == "UP"
+
+        await proxy.cut()
+        during = [await pay(rabbit_client) for _ in range(3)]
+        during.append(await pay(rabbit_client, card="pm_card_chargeDeclined"))
+        rolled_back = await captured_payment(pg_url, commit=False)
+        committed = await event_ids(engine, during, published=False)
+        assert len(committed) >= 4  # at least 3 succeeded + 1 failed
+        with pytest.raises(PublishFailed):
+            await relay.step()
+        assert await event_ids(engine, during, published=False) == committed
+        assert not await publisher.healthy()
+
+        await proxy.start()
+        deadline = time.monotonic() + 30
+        while await event_ids(engine, during, published=False):
+            assert time.monotonic() < deadline, "the relay did not recover"
+            try:
+                await relay.step()
+            except PublishFailed:
+                await asyncio.sleep(0.2)
+
+        messages = await broker.tap.wait_for(lambda m: committed <= {x.body["event_id"] for x in m})
+        seen = {m.body["payment_id"] for m in messages}
+        assert before in seen
+        assert rolled_back not in seen
+        async with engine.connect() as conn:
+            ghost = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(t.outbox)
+                .where(t.outbox.c.aggregate_id == rolled_back)
+            )
+        assert ghost == 0
+        for payment_id in during:  # in order, per payment
+            sequences = [m.body["sequence"] for m in messages if m.body["payment_id"] == payment_id]
+            assert sequences == sorted(set(sequences))
+    finally:
+        await publisher.close()
+        await proxy.cut()
+
+
+@pytest.mark.postgres
+async def test_readiness_reports_an_unreachable_broker(pg_url: str) -> None:
+    current = build(settings_for(pg_url, broker_url="amqp://guest:guest@127.0.0.1:8403/"))
+    try:
+        assert isinstance(current.publisher, RabbitPublisher)
+        async for http in api_client(current):
+            ready = await http.get("/healthz/ready")
+            assert ready.status_code == 503
+            assert ready.json()["checks"] == {"database": "UP", "broker": "DOWN"}
+    finally:
+        await current.aclose()
