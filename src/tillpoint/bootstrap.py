@@ -53,6 +53,15 @@ class Container:
         await self.engine.dispose()
 
 
+def preflight(settings: Settings) -> None:
+    """Refuse, before anything starts, settings the service cannot run with.
+
+    Raises `ConfigurationRefused` with a message meant for the operator.
+    """
+    load_keys(settings)
+    webhook_verifiers(settings, mock_webhook_secret(settings))
+
+
 def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(
         failure_policy=settings.on_payment_failure,

@@ -45,6 +45,10 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 Durations = Annotated[tuple[timedelta, ...], NoDecode, BeforeValidator(_durations)]
 
 
+class ConfigurationRefused(RuntimeError):
+    """Settings the service will not start with (missing keys or secrets in production)."""
+
+
 class ApiKey(BaseModel):
     key: SecretStr = Field(min_length=16)
     role: Literal["admin", "service", "customer"]
@@ -91,6 +95,9 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     run_workers_in_api: bool | None = None
+    # `tillpoint worker` serves Prometheus metrics here when set (0 = off).
+    worker_metrics_port: int = Field(0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
     # TEST ONLY fault injection, never set in production: "crash_after_provider_call" raises,
     # "kill_after_provider_call" SIGKILLs the process between the provider call and the commit.
     test_faults: Annotated[frozenset[str], NoDecode] = frozenset()

@@ -230,6 +230,7 @@ class TestRetries:
         replayed = await client.post(url, headers=headers(ADMIN_KEY, key))
         assert replayed.status_code == 202, replayed.text
         assert replayed.json()["status"] == "PENDING"
+        assert replayed.json()["attempt_count"] == 0  # a fresh retry budget
         again = await client.post(url, headers=headers(ADMIN_KEY, key))
         assert again.headers.get("idempotent-replayed") == "true"
         assert again.content == replayed.content

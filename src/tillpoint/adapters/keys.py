@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
-from tillpoint.config import ApiKey, Settings
+from tillpoint.config import ApiKey, ConfigurationRefused, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ class KeyStore:
         return len(self._by_digest)
 
 
-class MissingApiKeys(RuntimeError):
+class MissingApiKeys(ConfigurationRefused):
     pass
 
 

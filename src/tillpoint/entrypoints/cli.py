@@ -13,21 +13,31 @@ import structlog
 
 from tillpoint import __version__
 from tillpoint.adapters.db import migrate as migrations
-from tillpoint.adapters.keys import MissingApiKeys, load_keys
+from tillpoint.adapters.keys import load_keys
 from tillpoint.adapters.logging import configure_logging
-from tillpoint.config import Settings
+from tillpoint.bootstrap import preflight
+from tillpoint.config import ConfigurationRefused, Settings
 
 log = structlog.get_logger("tillpoint.cli")
+
+
+def _refused(settings: Settings) -> int | None:
+    """Exit code 2 with one clear log line when the settings cannot run, instead of a trace."""
+    try:
+        preflight(settings)
+    except ConfigurationRefused as exc:
+        log.error("startup.refused", reason=str(exc))
+        print(f"tillpoint: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    return None
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    try:
-        keys, dev_file = load_keys(settings)
-    except MissingApiKeys as exc:
-        log.error("startup.refused", reason=str(exc))
-        return 2
+    if (refused := _refused(settings)) is not None:
+        return refused
+    keys, dev_file = load_keys(settings)
     if settings.embedded:
         migrations.upgrade(settings.database_url)
     if dev_file is not None:
@@ -70,8 +80,21 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await container.aclose()
 
+    if (refused := _refused(settings)) is not None:
+        return refused
     if settings.embedded:
         migrations.upgrade(settings.database_url)
+    if settings.worker_metrics_port:
+        from prometheus_client import start_http_server
+
+        from tillpoint.adapters.telemetry import REGISTRY
+
+        start_http_server(
+            settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=REGISTRY
+        )
+        log.info(
+            "worker.metrics", host=settings.worker_metrics_host, port=settings.worker_metrics_port
+        )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
     return 0

@@ -19,7 +19,6 @@ from datetime import datetime
 import structlog
 
 from tillpoint.domain.errors import (
-    ActivePaymentExists,
     AmountMismatch,
     InvalidStateTransition,
     NotFound,
@@ -121,15 +120,24 @@ async def order_ledger(order_id: str, *, deps: Deps) -> list[Ledger]:
 # -- creating ----------------------------------------------------------------------------------
 
 
-async def create_payment(cmd: CreatePayment, ctx: ChangeContext, *, deps: Deps) -> Payment:
+async def create_payment(
+    cmd: CreatePayment, ctx: ChangeContext, *, deps: Deps, resume: bool = False
+) -> Payment:
+    """Record an INITIATED payment for a payable order.
+
+    One active payment per order is the partial unique index's job (the repository maps its
+    violation to `ActivePaymentExists`), so the hot path reads nothing it does not need. With
+    `resume` (the idempotent retry of a request that died), the payment that request already
+    committed is returned instead of a second one.
+    """
     now = deps.clock.now()
     provider = cmd.provider or deps.config.default_provider
     if provider not in deps.providers:
         raise ValidationFailed("provider", f"unknown provider {provider!r}")
     async with deps.uow() as uow:
-        if cmd.request_key is not None:
+        if resume and cmd.request_key is not None:
             existing = await uow.payments.by_request_key(cmd.request_key)
-            if existing is not None:  # a retry of a request that died after committing
+            if existing is not None:
                 return existing
         order = await uow.orders.get(cmd.order_id, for_update=True)
         if order is None:
@@ -145,8 +153,6 @@ async def create_payment(cmd: CreatePayment, ctx: ChangeContext, *, deps: Deps) 
             if snapshot is None:
                 raise SnapshotMismatch(f"snapshot {cmd.snapshot_id} does not exist")
             snapshot.bind(order.order_id, order.amount, now)
-        if await uow.payments.active_for_order(order.order_id) is not None:
-            raise ActivePaymentExists(f"order {order.order_id} already has an active payment")
         payment = Payment.initiate(
             order_id=order.order_id,
             buyer_id=order.buyer_id,

@@ -515,13 +515,22 @@ async def replay_webhook(
     webhook_event_id: str, *, deps: Deps, inbox: WebhookInbox
 ) -> StoredWebhook:
     """Queue a stored event again (any status). Processing it again is safe: signals are
-    forward-only, so a replay of an event already applied becomes `IGNORED`."""
+    forward-only, so a replay of an event already applied becomes `IGNORED`.
+
+    A replay is an operator's decision to try again, so it gets a fresh retry budget: the
+    attempt count starts over, and `last_error` keeps the reason it stopped until the next try.
+    """
     async with deps.uow() as uow:
         repo = inbox.events(uow)
         event = await repo.get(webhook_event_id, for_update=True)
         if event is None:
             raise NotFound(f"webhook event {webhook_event_id} not found")
-        event = replace(event, status=WebhookStatus.PENDING, next_attempt_at=deps.clock.now())
+        event = replace(
+            event,
+            status=WebhookStatus.PENDING,
+            next_attempt_at=deps.clock.now(),
+            attempt_count=0,
+        )
         await repo.save(event)
         await uow.commit()
     log.info(

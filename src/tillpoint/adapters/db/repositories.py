@@ -215,6 +215,10 @@ def _mutable(payment: Payment) -> dict[str, Any]:
     }
 
 
+# How each database names the violated one-active-payment-per-order index.
+_ONE_ACTIVE = ("uq_payments_one_active_per_order", "payments.order_id")
+
+
 class SqlPayments:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
@@ -237,8 +241,8 @@ class SqlPayments:
                     **_mutable(payment),
                 )
             )
-        except IntegrityError as exc:  # the partial unique index: the transaction is over
-            if "request_key" in str(exc.orig):
+        except IntegrityError as exc:  # the transaction is over either way
+            if not any(name in str(exc.orig) for name in _ONE_ACTIVE):
                 raise
             raise ActivePaymentExists(
                 f"order {payment.order_id} already has an active payment"
@@ -296,7 +300,12 @@ class SqlPayments:
         return _payment(row) if row else None
 
     async def by_request_key(self, request_key: str) -> Payment | None:
-        stmt = sa.select(t.payments).where(t.payments.c.request_key == request_key)
+        stmt = (
+            sa.select(t.payments)
+            .where(t.payments.c.request_key == request_key)
+            .order_by(t.payments.c.payment_id.desc())
+            .limit(1)
+        )
         row = (await self.conn.execute(stmt)).first()
         return _payment(row) if row else None
 

@@ -126,7 +126,9 @@ payments = sa.Table(
     sa.Column("failure_message", sa.String(500)),
     sa.Column("next_action", sa.JSON),
     sa.Column("snapshot_id", sa.String(40)),
-    sa.Column("request_key", sa.String(64), unique=True),
+    # Not unique: it only has to find the payment of a request retried within the
+    # idempotency key's lifetime, and a key may be used again once it was reaped.
+    sa.Column("request_key", sa.String(64), index=True),
     sa.Column("sequence", sa.Integer, nullable=False, server_default="0"),
     sa.Column("version", sa.Integer, nullable=False, server_default="0"),
     sa.Column("operation_count", sa.Integer, nullable=False, server_default="0"),

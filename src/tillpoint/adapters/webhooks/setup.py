@@ -14,11 +14,11 @@ from pathlib import Path
 
 from tillpoint.adapters.webhooks.standard import StandardWebhooksVerifier
 from tillpoint.adapters.webhooks.stripe import StripeVerifier
-from tillpoint.config import Settings
+from tillpoint.config import ConfigurationRefused, Settings
 from tillpoint.service.webhooks import WebhookVerifier
 
 
-class WebhookSecretRefused(RuntimeError):
+class WebhookSecretRefused(ConfigurationRefused):
     pass
 
 

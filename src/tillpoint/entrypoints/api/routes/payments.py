@@ -42,7 +42,7 @@ router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 async def create_payment(
     body: CreatePaymentIn, request: Request, principal: Service, container: ContainerDep
 ) -> Response:
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(resumed: bool) -> tuple[int, Any]:
         key = request.headers.get("idempotency-key") or body.idempotency_key
         cmd = payments.CreatePayment(
             order_id=body.order_id,
@@ -53,7 +53,9 @@ async def create_payment(
             snapshot_id=body.snapshot_id,
             request_key=_request_key(principal.id, key),
         )
-        payment = await payments.create_payment(cmd, change_context(principal), deps=container.deps)
+        payment = await payments.create_payment(
+            cmd, change_context(principal), deps=container.deps, resume=resumed
+        )
         return 201, payment_json(payment)
 
     return await idempotent(request, principal, container, action, body_key=True)

@@ -292,11 +292,11 @@ def upgrade() -> None:
             ["order_id"], ["orders.order_id"], name=op.f("fk_payments_order_id_orders")
         ),
         sa.PrimaryKeyConstraint("payment_id", name=op.f("pk_payments")),
-        sa.UniqueConstraint("request_key", name=op.f("uq_payments_request_key")),
     )
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.create_index("ix_payments_created", ["created_at", "payment_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_payments_order_id"), ["order_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_payments_request_key"), ["request_key"], unique=False)
         batch_op.create_index(
             "ix_payments_provider_ref", ["provider", "provider_payment_id"], unique=False
         )
@@ -437,6 +437,7 @@ def downgrade() -> None:
             ),
         )
         batch_op.drop_index("ix_payments_provider_ref")
+        batch_op.drop_index(batch_op.f("ix_payments_request_key"))
         batch_op.drop_index(batch_op.f("ix_payments_order_id"))
         batch_op.drop_index("ix_payments_created")
 
