@@ -60,6 +60,9 @@ from tillpoint.service.ports import (
 
 log = structlog.get_logger("tillpoint.payments")
 
+# What a phase-1 `begin` hands to `_execute`: the operation, and whether it is new.
+Begun = tuple[Operation, bool]
+
 
 class FaultInjected(Exception):
     """Raised only when a test asks for it (`TILLPOINT_TEST_FAULTS`)."""
@@ -343,18 +346,23 @@ async def _call(
 
 async def _execute(
     payment_id: str,
-    begin: Callable[[UnitOfWork, Payment], Awaitable[Operation | None]],
+    begin: Callable[[UnitOfWork, Payment], Awaitable[Begun | None]],
     call: Callable[[PaymentProvider, Payment, Operation], Awaitable[ProviderResult]],
     ctx: ChangeContext,
     *,
     deps: Deps,
 ) -> tuple[Payment, Operation | None]:
-    """Phase 1 (commit a PENDING operation) → provider call → phase 2 (commit the result)."""
+    """Phase 1 (commit a PENDING operation) → provider call → phase 2 (commit the result).
+
+    `begin` returns the operation to send and whether it is new (to be inserted) or one left
+    PENDING earlier (sent again with its same provider key); None means nothing to send.
+    """
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
-        op = await begin(uow, payment)
-        if op is None:
+        begun = await begin(uow, payment)
+        if begun is None:
             return payment, None
+        op, new = begun
         # Touching `updated_at` marks the operation as with the provider, so the janitor leaves
         # it alone (also when a retry sends an operation left PENDING again). The check is a
         # safety net: if this process dies before recording the answer, the janitor asks the
@@ -363,7 +371,7 @@ async def _execute(
         op.updated_at = now
         if op.next_check_at is None or op.next_check_at < now + deps.config.next_check(0):
             op.next_check_at = now + deps.config.next_check(0)
-        await uow.operations.save(op)
+        await (uow.operations.add(op) if new else uow.operations.save(op))
         await uow.payments.save(payment)
         await uow.commit()
 
@@ -437,18 +445,17 @@ async def confirm_payment(
     is returned as it stands.
     """
 
-    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
         if payment.status is not PaymentStatus.INITIATED and resume:
             return None
-        if payment.status is PaymentStatus.INITIATED:
+        # A payment that never had an operation has none to resume: skip the lookup.
+        if payment.status is PaymentStatus.INITIATED and payment.operation_count:
             for open_op in await uow.operations.open_for(payment.id):
                 if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE) and (
                     open_op.status is OperationStatus.PENDING
                 ):
-                    return open_op
-        op = payment.begin_confirmation(deps.clock.now(), method)
-        await uow.operations.add(op)
-        return op
+                    return open_op, False
+        return payment.begin_confirmation(deps.clock.now(), method), True
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         req = AuthorizeRequest(
@@ -476,7 +483,7 @@ async def mock_complete(
 ) -> Payment:
     """Decide a mock payment's outcome, as a customer finishing 3-D Secure would."""
 
-    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
         if not isinstance(deps.providers[payment.provider], MockControl):
             raise ProviderMismatch(f"payment {payment.id} is not a mock payment")
         if payment.status not in NOT_YET_AUTHORIZED:
@@ -487,10 +494,9 @@ async def mock_complete(
             )
         for open_op in await uow.operations.open_for(payment.id):
             if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
-                return open_op
+                return open_op, False
         op = payment.begin_confirmation(deps.clock.now(), None)
-        await uow.operations.add(op)
-        return op
+        return op, True
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         assert isinstance(provider, MockControl)
@@ -510,11 +516,10 @@ async def mock_complete(
 async def capture_payment(
     payment_id: str, amount: Money | None, ctx: ChangeContext, *, deps: Deps
 ) -> Payment:
-    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
         await _no_operation_in_flight(uow, payment, "captured")
         op = payment.begin_capture(amount, deps.clock.now())
-        await uow.operations.add(op)
-        return op
+        return op, True
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         assert payment.provider_payment_id is not None
@@ -536,7 +541,7 @@ async def capture_payment(
 async def void_payment(
     payment_id: str, reason: str | None, ctx: ChangeContext, *, deps: Deps
 ) -> Payment:
-    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
         await _no_operation_in_flight(uow, payment, "voided")
         if payment.status in (PaymentStatus.INITIATED,):
             # Nothing reached the provider yet: cancel locally, no provider operation.
@@ -546,8 +551,7 @@ async def void_payment(
             await uow.commit()
             return None
         op = payment.begin_void(deps.clock.now())
-        await uow.operations.add(op)
-        return op
+        return op, True
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         ref = payment.provider_payment_id or op.idempotency_key
@@ -564,12 +568,11 @@ async def refund_payment(
 ) -> Refund:
     refund_id: list[str] = []
 
-    async def begin(uow: UnitOfWork, payment: Payment) -> Operation | None:
+    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
         refund, op = payment.begin_refund(amount, reason, deps.clock.now())
         await uow.refunds.add(refund)
-        await uow.operations.add(op)
         refund_id.append(refund.id)
-        return op
+        return op, True
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         assert payment.provider_payment_id is not None

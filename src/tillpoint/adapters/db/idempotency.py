@@ -17,13 +17,30 @@ from tillpoint.service.idempotency import Claim, ClaimOutcome, StoredResponse
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"
 
+# Built once: constructing and coercing statements per call cost more CPU than running them.
+_BY_SCOPE_KEY = sa.and_(
+    keys.c.scope == sa.bindparam("b_scope"), keys.c.key == sa.bindparam("b_key")
+)
+_SELECT = sa.select(keys).where(_BY_SCOPE_KEY)
+_RESTART = sa.update(keys).where(keys.c.id == sa.bindparam("b_id"))
+_COMPLETE = sa.update(keys).where(_BY_SCOPE_KEY)
+_RELEASE = sa.delete(keys).where(_BY_SCOPE_KEY, keys.c.status == IN_PROGRESS)
+
+
+def _claim_insert(dialect: Any) -> Any:
+    return (
+        dialect.insert(keys)
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(keys.c.id)
+    )
+
 
 class SqlIdempotencyStore:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._postgres = engine.dialect.name == "postgresql"
-        dialect: Any = postgresql if self._postgres else sqlite
-        self._insert = dialect.insert
+        self._insert = _claim_insert(postgresql if self._postgres else sqlite)
+        self._select = _SELECT.with_for_update() if self._postgres else _SELECT
         # Single statements need no BEGIN/COMMIT round trips of their own on PostgreSQL.
         # (SQLite keeps explicit transactions: its BEGIN IMMEDIATE is what serializes writers.)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
@@ -51,42 +68,38 @@ class SqlIdempotencyStore:
         async with self._statement() as conn:
             inserted = (
                 await conn.execute(
-                    self._insert(keys)
-                    .values(
-                        scope=scope,
-                        key=key,
-                        request_hash=fingerprint,
-                        status=IN_PROGRESS,
-                        locked_at=now,
-                        created_at=now,
-                        expires_at=expires_at,
-                    )
-                    .on_conflict_do_nothing(index_elements=["scope", "key"])
-                    .returning(keys.c.id)
+                    self._insert,
+                    {
+                        "scope": scope,
+                        "key": key,
+                        "request_hash": fingerprint,
+                        "status": IN_PROGRESS,
+                        "locked_at": now,
+                        "created_at": now,
+                        "expires_at": expires_at,
+                    },
                 )
             ).first()
         if inserted is not None:
             return Claim(ClaimOutcome.STARTED)
         async with self._engine.begin() as conn:
-            stmt = sa.select(keys).where(keys.c.scope == scope, keys.c.key == key)
-            if conn.dialect.name == "postgresql":
-                stmt = stmt.with_for_update()
-            row = (await conn.execute(stmt)).first()
+            row = (await conn.execute(self._select, {"b_scope": scope, "b_key": key})).first()
             if row is None:  # reaped in between: the caller may simply retry
                 return Claim(ClaimOutcome.IN_USE)
-            restart = sa.update(keys).where(keys.c.id == row.id)
             if row.expires_at <= now:  # expired but not reaped yet: a fresh key
                 await conn.execute(
-                    restart.values(
-                        request_hash=fingerprint,
-                        status=IN_PROGRESS,
-                        locked_at=now,
-                        response_code=None,
-                        response_body=None,
-                        response_headers=None,
-                        created_at=now,
-                        expires_at=expires_at,
-                    )
+                    _RESTART,
+                    {
+                        "b_id": row.id,
+                        "request_hash": fingerprint,
+                        "status": IN_PROGRESS,
+                        "locked_at": now,
+                        "response_code": None,
+                        "response_body": None,
+                        "response_headers": None,
+                        "created_at": now,
+                        "expires_at": expires_at,
+                    },
                 )
                 return Claim(ClaimOutcome.STARTED)
             if row.request_hash != fingerprint:
@@ -103,30 +116,27 @@ class SqlIdempotencyStore:
                 )
             if row.locked_at is not None and row.locked_at > now - lock_timeout:
                 return Claim(ClaimOutcome.IN_USE)
-            await conn.execute(restart.values(locked_at=now))
+            await conn.execute(_RESTART, {"b_id": row.id, "locked_at": now})
             return Claim(ClaimOutcome.RESUMED)
 
     async def complete(self, scope: str, key: str, response: StoredResponse) -> None:
         async with self._statement() as conn:
             await conn.execute(
-                sa.update(keys)
-                .where(keys.c.scope == scope, keys.c.key == key)
-                .values(
-                    status=COMPLETED,
-                    response_code=response.status_code,
-                    response_body=response.body,
-                    response_headers=dict(response.headers),
-                    locked_at=None,
-                )
+                _COMPLETE,
+                {
+                    "b_scope": scope,
+                    "b_key": key,
+                    "status": COMPLETED,
+                    "response_code": response.status_code,
+                    "response_body": response.body,
+                    "response_headers": dict(response.headers),
+                    "locked_at": None,
+                },
             )
 
     async def release(self, scope: str, key: str) -> None:
         async with self._statement() as conn:
-            await conn.execute(
-                sa.delete(keys).where(
-                    keys.c.scope == scope, keys.c.key == key, keys.c.status == IN_PROGRESS
-                )
-            )
+            await conn.execute(_RELEASE, {"b_scope": scope, "b_key": key})
 
     async def reap(self, now: datetime, limit: int = 1000) -> int:
         async with self._engine.begin() as conn:

@@ -35,6 +35,39 @@ from tillpoint.service.ports import PaymentFilter, StoredEvent
 Row = sa.Row[Any]
 
 
+# Hot statements are built once with bind parameters: building and coercing a statement on every
+# call cost more CPU than executing it (see docs/performance.md).
+_O = t.orders.c
+_P = t.payments.c
+_TX = t.payment_transactions.c
+_INSERT_ORDER = t.orders.insert()
+_UPDATE_ORDER = t.orders.update().where(
+    _O.order_id == sa.bindparam("b_id"), _O.version == sa.bindparam("b_version")
+)
+_GET_ORDER = sa.select(t.orders).where(_O.order_id == sa.bindparam("b_id"))
+_INSERT_HISTORY = t.order_status_history.insert()
+_INSERT_PAYMENT = t.payments.insert()
+_UPDATE_PAYMENT = t.payments.update().where(
+    _P.payment_id == sa.bindparam("b_id"), _P.version == sa.bindparam("b_version")
+)
+_GET_PAYMENT = sa.select(t.payments).where(_P.payment_id == sa.bindparam("b_id"))
+_INSERT_EVENTS = t.payment_events.insert()
+_INSERT_OUTBOX = t.outbox.insert()
+_INSERT_OPERATION = t.payment_transactions.insert()
+_UPDATE_OPERATION = t.payment_transactions.update().where(
+    _TX.transaction_id == sa.bindparam("b_id")
+)
+_GET_OPERATION = sa.select(t.payment_transactions).where(_TX.transaction_id == sa.bindparam("b_id"))
+_OPEN_OPERATIONS = (
+    sa.select(t.payment_transactions)
+    .where(
+        _TX.payment_id == sa.bindparam("b_payment_id"),
+        _TX.status.in_([OperationStatus.PENDING.value, OperationStatus.UNKNOWN.value]),
+    )
+    .order_by(_TX.created_at)
+)
+
+
 def _lock(stmt: sa.Select[Any], conn: AsyncConnection, for_update: bool) -> sa.Select[Any]:
     # SQLite serializes writers with BEGIN IMMEDIATE; FOR UPDATE is PostgreSQL's row lock.
     if for_update and conn.dialect.name != "sqlite":
@@ -87,43 +120,41 @@ class SqlOrders:
 
     async def add(self, order: Order) -> None:
         await self.conn.execute(
-            t.orders.insert().values(
-                order_id=order.order_id,
-                buyer_id=order.buyer_id,
-                amount_minor=order.amount.minor,
-                currency=order.amount.currency,
-                status=order.status.value,
-                version=0,
-                created_at=order.created_at,
-                updated_at=order.updated_at,
-            )
+            _INSERT_ORDER,
+            {
+                "order_id": order.order_id,
+                "buyer_id": order.buyer_id,
+                "amount_minor": order.amount.minor,
+                "currency": order.amount.currency,
+                "status": order.status.value,
+                "version": 0,
+                "created_at": order.created_at,
+                "updated_at": order.updated_at,
+            },
         )
         await self._history(order)
 
     async def _history(self, order: Order) -> None:
         entries = order.take_history()
         if entries:
-            await self.conn.execute(
-                t.order_status_history.insert(), _history_rows(order.order_id, entries)
-            )
+            await self.conn.execute(_INSERT_HISTORY, _history_rows(order.order_id, entries))
 
     async def get(self, order_id: str, *, for_update: bool = False) -> Order | None:
-        stmt = _lock(
-            sa.select(t.orders).where(t.orders.c.order_id == order_id), self.conn, for_update
-        )
-        row = (await self.conn.execute(stmt)).first()
+        stmt = _lock(_GET_ORDER, self.conn, for_update)
+        row = (await self.conn.execute(stmt, {"b_id": order_id})).first()
         return _order(row) if row else None
 
     async def save(self, order: Order) -> None:
         result = await self.conn.execute(
-            t.orders.update()
-            .where(t.orders.c.order_id == order.order_id, t.orders.c.version == order.version)
-            .values(
-                status=order.status.value,
-                amount_minor=order.amount.minor,
-                version=order.version + 1,
-                updated_at=order.updated_at,
-            )
+            _UPDATE_ORDER,
+            {
+                "b_id": order.order_id,
+                "b_version": order.version,
+                "status": order.status.value,
+                "amount_minor": order.amount.minor,
+                "version": order.version + 1,
+                "updated_at": order.updated_at,
+            },
         )
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"order {order.order_id} changed concurrently; retry")
@@ -226,20 +257,21 @@ class SqlPayments:
     async def add(self, payment: Payment) -> None:
         try:
             await self.conn.execute(
-                t.payments.insert().values(
-                    payment_id=payment.id,
-                    order_id=payment.order_id,
-                    buyer_id=payment.buyer_id,
-                    amount_minor=payment.amount.minor,
-                    currency=payment.amount.currency,
-                    capture_method=payment.capture_method.value,
-                    provider=payment.provider,
-                    snapshot_id=payment.snapshot_id,
-                    request_key=payment.request_key,
-                    version=0,
-                    created_at=payment.created_at,
+                _INSERT_PAYMENT,
+                {
+                    "payment_id": payment.id,
+                    "order_id": payment.order_id,
+                    "buyer_id": payment.buyer_id,
+                    "amount_minor": payment.amount.minor,
+                    "currency": payment.amount.currency,
+                    "capture_method": payment.capture_method.value,
+                    "provider": payment.provider,
+                    "snapshot_id": payment.snapshot_id,
+                    "request_key": payment.request_key,
+                    "version": 0,
+                    "created_at": payment.created_at,
                     **_mutable(payment),
-                )
+                },
             )
         except IntegrityError as exc:  # the transaction is over either way
             if not any(name in str(exc.orig) for name in _ONE_ACTIVE):
@@ -251,9 +283,13 @@ class SqlPayments:
 
     async def save(self, payment: Payment) -> None:
         result = await self.conn.execute(
-            t.payments.update()
-            .where(t.payments.c.payment_id == payment.id, t.payments.c.version == payment.version)
-            .values(version=payment.version + 1, **_mutable(payment))
+            _UPDATE_PAYMENT,
+            {
+                "b_id": payment.id,
+                "b_version": payment.version,
+                "version": payment.version + 1,
+                **_mutable(payment),
+            },
         )
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"payment {payment.id} changed concurrently; retry")
@@ -264,7 +300,7 @@ class SqlPayments:
         if not events:
             return
         await self.conn.execute(
-            t.payment_events.insert(),
+            _INSERT_EVENTS,
             [
                 {
                     "event_id": e.id,
@@ -279,7 +315,7 @@ class SqlPayments:
         published = [e for e in events if e.routing_key is not None and e.message is not None]
         if published:
             await self.conn.execute(
-                t.outbox.insert(),
+                _INSERT_OUTBOX,
                 [
                     {
                         "event_id": e.id,
@@ -295,8 +331,8 @@ class SqlPayments:
             )
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
-        stmt = sa.select(t.payments).where(t.payments.c.payment_id == payment_id)
-        row = (await self.conn.execute(_lock(stmt, self.conn, for_update))).first()
+        stmt = _lock(_GET_PAYMENT, self.conn, for_update)
+        row = (await self.conn.execute(stmt, {"b_id": payment_id})).first()
         return _payment(row) if row else None
 
     async def by_request_key(self, request_key: str) -> Payment | None:
@@ -418,40 +454,29 @@ class SqlOperations:
 
     async def add(self, op: Operation) -> None:
         await self.conn.execute(
-            t.payment_transactions.insert().values(
-                transaction_id=op.id,
-                payment_id=op.payment_id,
-                kind=op.kind.value,
-                amount_minor=op.amount.minor,
-                currency=op.amount.currency,
-                idempotency_key=op.idempotency_key,
-                refund_id=op.refund_id,
-                created_at=op.created_at,
+            _INSERT_OPERATION,
+            {
+                "transaction_id": op.id,
+                "payment_id": op.payment_id,
+                "kind": op.kind.value,
+                "amount_minor": op.amount.minor,
+                "currency": op.amount.currency,
+                "idempotency_key": op.idempotency_key,
+                "refund_id": op.refund_id,
+                "created_at": op.created_at,
                 **_operation_state(op),
-            )
+            },
         )
 
     async def save(self, op: Operation) -> None:
-        tx = t.payment_transactions
-        await self.conn.execute(
-            tx.update().where(tx.c.transaction_id == op.id).values(**_operation_state(op))
-        )
+        await self.conn.execute(_UPDATE_OPERATION, {"b_id": op.id, **_operation_state(op)})
 
     async def get(self, op_id: str) -> Operation | None:
-        tx = t.payment_transactions
-        row = (await self.conn.execute(sa.select(tx).where(tx.c.transaction_id == op_id))).first()
+        row = (await self.conn.execute(_GET_OPERATION, {"b_id": op_id})).first()
         return _operation(row) if row else None
 
     async def open_for(self, payment_id: str) -> list[Operation]:
-        tx = t.payment_transactions
-        rows = await self.conn.execute(
-            sa.select(tx)
-            .where(
-                tx.c.payment_id == payment_id,
-                tx.c.status.in_([OperationStatus.PENDING.value, OperationStatus.UNKNOWN.value]),
-            )
-            .order_by(tx.c.created_at)
-        )
+        rows = await self.conn.execute(_OPEN_OPERATIONS, {"b_payment_id": payment_id})
         return [_operation(r) for r in rows]
 
     async def for_payment(self, payment_id: str) -> list[Operation]:

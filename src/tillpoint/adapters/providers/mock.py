@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tillpoint.adapters.db import tables as t
 from tillpoint.domain.money import Money
@@ -83,6 +84,9 @@ def _result(row: Any) -> ProviderResult:
     )
 
 
+_LEDGER = t.mock_gateway_ledger
+_RECORDED = sa.select(_LEDGER.c.result).where(_LEDGER.c.idempotency_key == sa.bindparam("b_key"))
+
 # Called after the mock decides an outcome that a real provider would announce by webhook
 # (async cards, completed 3-D Secure). The webhook simulator plugs in here.
 OutcomeListener = Callable[[str, ProviderResult], None]
@@ -104,23 +108,33 @@ class MockGateway:
         self._now = clock
         self._hang = hang_seconds
         self.listeners: list[OutcomeListener] = []
+        dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._insert = (
+            dialect.insert(_LEDGER)
+            .on_conflict_do_nothing(index_elements=["idempotency_key"])
+            .returning(_LEDGER.c.idempotency_key)
+        )
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     # -- the ledger ----------------------------------------------------------------------------
 
+    def _connect(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """Single statements run in autocommit on PostgreSQL: no BEGIN/COMMIT round trips.
+        SQLite keeps its explicit (IMMEDIATE) transactions, which serialize its writers."""
+        if self._engine.dialect.name == "postgresql":
+            return self._autocommit.connect()
+        return self._engine.begin()
+
     async def _recorded(self, idempotency_key: str) -> ProviderResult | None:
-        ledger = t.mock_gateway_ledger
-        async with self._engine.begin() as conn:
-            row = (
-                await conn.execute(
-                    sa.select(ledger.c.result).where(ledger.c.idempotency_key == idempotency_key)
-                )
-            ).first()
+        async with self._connect() as conn:
+            row = (await conn.execute(_RECORDED, {"b_key": idempotency_key})).first()
         return _result(row) if row else None
 
     async def _record(
         self, idempotency_key: str, operation: str, payment_id: str, result: ProviderResult
-    ) -> ProviderResult:
-        """Store the result under its key; if another call stored one first, that one wins."""
+    ) -> tuple[ProviderResult, bool]:
+        """Store the result under its key, unless a call with the same key stored one first:
+        then that one is the answer (Stripe's idempotency). Returns whether it was new."""
         now = self._now()
         values = {
             "idempotency_key": idempotency_key,
@@ -135,14 +149,13 @@ class MockGateway:
             "created_at": now,
             "updated_at": now,
         }
-        try:
-            async with self._engine.begin() as conn:
-                await conn.execute(t.mock_gateway_ledger.insert().values(**values))
-        except IntegrityError:
-            recorded = await self._recorded(idempotency_key)
-            assert recorded is not None
-            return recorded
-        return result
+        async with self._connect() as conn:
+            inserted = (await conn.execute(self._insert, values)).first()
+        if inserted is not None:
+            return result, True
+        recorded = await self._recorded(idempotency_key)
+        assert recorded is not None
+        return recorded, False
 
     async def _overwrite(self, idempotency_key: str, result: ProviderResult) -> None:
         ledger = t.mock_gateway_ledger
@@ -176,8 +189,6 @@ class MockGateway:
 
     async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> ProviderResult:
         await self._latency()
-        if (recorded := await self._recorded(idempotency_key)) is not None:
-            return recorded
         card = behaviour_of(req.payment_method.token, req.payment_method.last4)
         base: dict[str, Any] = {
             "provider_payment_id": _ref("mock_pi"),
@@ -208,7 +219,9 @@ class MockGateway:
                 result = ProviderResult(status=ProviderStatus.PROCESSING, **base)
             case _:
                 result = ProviderResult(status=success, risk_score=10, **base)
-        result = await self._record(idempotency_key, "authorize", req.payment_id, result)
+        result, fresh = await self._record(idempotency_key, "authorize", req.payment_id, result)
+        if not fresh:  # a retry: the first call's outcome stands, with no second effect
+            return result
         if card.outcome == "async":
             # The async card settles by itself: the provider's truth is decided now and
             # announced later (webhook, or found by reconciliation).
@@ -230,8 +243,6 @@ class MockGateway:
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> ProviderResult:
         await self._latency()
-        if (recorded := await self._recorded(idempotency_key)) is not None:
-            return recorded
         auth = await self._by_payment(provider_payment_id, "authorize")
         if (
             auth is None
@@ -254,12 +265,13 @@ class MockGateway:
                 currency=amount.currency,
                 reference=_ref("mock_ch"),
             )
-        return await self._record(idempotency_key, "capture", _payment_of(idempotency_key), result)
+        recorded, _ = await self._record(
+            idempotency_key, "capture", _payment_of(idempotency_key), result
+        )
+        return recorded
 
     async def void(self, provider_payment_id: str, *, idempotency_key: str) -> ProviderResult:
         await self._latency()
-        if (recorded := await self._recorded(idempotency_key)) is not None:
-            return recorded
         auth = await self._by_payment(provider_payment_id, "authorize")
         result = ProviderResult(
             status=ProviderStatus.CANCELED,
@@ -268,14 +280,15 @@ class MockGateway:
             currency=auth.currency if auth else "USD",
             reference=_ref("mock_vo"),
         )
-        return await self._record(idempotency_key, "void", _payment_of(idempotency_key), result)
+        recorded, _ = await self._record(
+            idempotency_key, "void", _payment_of(idempotency_key), result
+        )
+        return recorded
 
     async def refund(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> ProviderResult:
         await self._latency()
-        if (recorded := await self._recorded(idempotency_key)) is not None:
-            return recorded
         result = ProviderResult(
             status=ProviderStatus.REFUNDED,
             provider_payment_id=provider_payment_id,
@@ -283,7 +296,10 @@ class MockGateway:
             currency=amount.currency,
             reference=_ref("mock_re"),
         )
-        return await self._record(idempotency_key, "refund", _payment_of(idempotency_key), result)
+        recorded, _ = await self._record(
+            idempotency_key, "refund", _payment_of(idempotency_key), result
+        )
+        return recorded
 
     async def get_transaction(self, idempotency_key: str) -> ProviderResult | None:
         return await self._recorded(idempotency_key)
@@ -323,7 +339,8 @@ class MockGateway:
                 failure_message=FAILURE_MESSAGES.get(code, "The payment failed."),
             )
         if previous is None:
-            return await self._record(idempotency_key, "authorize", payment_id, result)
+            recorded, _ = await self._record(idempotency_key, "authorize", payment_id, result)
+            return recorded
         if previous.status in (ProviderStatus.REQUIRES_ACTION, ProviderStatus.PROCESSING):
             await self._overwrite(idempotency_key, result)
             # A real provider also announces the completed challenge by webhook; it may well
