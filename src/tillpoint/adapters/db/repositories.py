@@ -491,8 +491,7 @@ class SqlOperations:
         stmt = (
             sa.select(tx)
             .where(
-                tx.c.status.in_([OperationStatus.PENDING.value, OperationStatus.UNKNOWN.value]),
-                tx.c.next_check_at.is_not(None),
+                sa.text(t.OPEN_OPERATIONS),  # literal: matches the partial index
                 tx.c.next_check_at <= now,
             )
             .order_by(tx.c.next_check_at)

@@ -23,6 +23,8 @@ NAMING = {
 metadata = sa.MetaData(naming_convention=NAMING)
 
 ACTIVE_STATUSES = ("INITIATED", "PROCESSING", "REQUIRES_ACTION", "AUTHORIZED")
+OPEN_OPERATIONS = "status IN ('PENDING', 'UNKNOWN')"
+CLAIMABLE_WEBHOOKS = "status IN ('PENDING', 'FAILED')"
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -195,7 +197,13 @@ payment_transactions = sa.Table(
     _ts("created_at"),
     _ts("updated_at"),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
-    sa.Index("ix_payment_transactions_due", "status", "next_check_at"),
+    # The janitor's queue: only open operations, in the order it asks about them.
+    sa.Index(
+        "ix_payment_transactions_due",
+        "next_check_at",
+        postgresql_where=sa.text(OPEN_OPERATIONS),
+        sqlite_where=sa.text(OPEN_OPERATIONS),
+    ),
 )
 
 refunds = sa.Table(
@@ -277,7 +285,15 @@ webhook_events = sa.Table(
     _ts("processed_at", nullable=True),
     _ts("next_attempt_at", nullable=True),
     sa.UniqueConstraint("provider", "provider_event_id", name="uq_webhook_events_provider_event"),
-    sa.Index("ix_webhook_events_due", "status", "next_attempt_at"),
+    # The processor's queue: only claimable events, in the order it claims them, so taking the
+    # next one stays an index lookup however many are waiting.
+    sa.Index(
+        "ix_webhook_events_due",
+        "next_attempt_at",
+        "webhook_event_id",
+        postgresql_where=sa.text(CLAIMABLE_WEBHOOKS),
+        sqlite_where=sa.text(CLAIMABLE_WEBHOOKS),
+    ),
 )
 
 inbox = sa.Table(

@@ -92,8 +92,10 @@ class SqlWebhookEvents:
         stmt = (
             sa.select(w)
             .where(
-                w.c.status.in_([s.value for s in CLAIMABLE]),
-                sa.or_(w.c.next_attempt_at.is_(None), w.c.next_attempt_at <= now),
+                # Literal, to match the partial index `ix_webhook_events_due`; every claimable
+                # event has a `next_attempt_at` (set at ingest, failure and replay).
+                sa.text(t.CLAIMABLE_WEBHOOKS),
+                w.c.next_attempt_at <= now,
             )
             .order_by(w.c.next_attempt_at, w.c.webhook_event_id)
             .limit(1)

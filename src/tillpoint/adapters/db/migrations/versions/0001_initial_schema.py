@@ -189,7 +189,13 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("webhook_events", schema=None) as batch_op:
-        batch_op.create_index("ix_webhook_events_due", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index(
+            "ix_webhook_events_due",
+            ["next_attempt_at", "webhook_event_id"],
+            unique=False,
+            postgresql_where=sa.text("status IN ('PENDING', 'FAILED')"),
+            sqlite_where=sa.text("status IN ('PENDING', 'FAILED')"),
+        )
 
     op.create_table(
         "checkout_snapshots",
@@ -378,7 +384,11 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("payment_transactions", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_payment_transactions_due", ["status", "next_check_at"], unique=False
+            "ix_payment_transactions_due",
+            ["next_check_at"],
+            unique=False,
+            postgresql_where=sa.text("status IN ('PENDING', 'UNKNOWN')"),
+            sqlite_where=sa.text("status IN ('PENDING', 'UNKNOWN')"),
         )
         batch_op.create_index(
             batch_op.f("ix_payment_transactions_payment_id"), ["payment_id"], unique=False
