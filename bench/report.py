@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bench.profile import percent
@@ -11,6 +12,8 @@ from bench.stats import Result, fmt, ratio
 
 if TYPE_CHECKING:
     from bench.run import Bench
+
+OPTIMIZATIONS = Path(__file__).with_name("optimizations.md")
 
 HTTP = {
     "create",
@@ -250,4 +253,6 @@ def document(bench: Bench, rendered: str, machine: dict[str, str]) -> str:
     extra = notes(bench.rows.values()) + [f"- {n}" for n in bench.notes]
     if extra:
         parts += ["## Notes from this run", "", *extra, ""]
+    if OPTIMIZATIONS.exists():  # hand-written: what the profiles led to, kept across runs
+        parts += [OPTIMIZATIONS.read_text().rstrip(), ""]
     return "\n".join(parts)

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     order_created_queue: str = "payment.order-created"
     consumer_prefetch: int = Field(16, ge=1, le=1000)
     outbox_batch_size: int = Field(100, ge=1, le=10_000)
-    outbox_interval: Duration = timedelta(milliseconds=500)
+    outbox_interval: Duration = timedelta(milliseconds=100)
     broker_publish_timeout: Duration = timedelta(seconds=5)
     api_keys: list[ApiKey] = Field(default_factory=list)
     state_dir: str = ".tillpoint"
