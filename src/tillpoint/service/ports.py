@@ -27,6 +27,7 @@ class ProviderStatus(StrEnum):
     FAILED = "FAILED"
     CANCELED = "CANCELED"
     REFUNDED = "REFUNDED"
+    DISPUTED = "DISPUTED"  # a chargeback was opened; announced by webhook only
 
 
 @dataclass(frozen=True, slots=True)

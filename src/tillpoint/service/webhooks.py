@@ -52,17 +52,9 @@ class WebhookStatus(StrEnum):
 CLAIMABLE = frozenset({WebhookStatus.PENDING, WebhookStatus.FAILED})
 
 
-class SignalKind(StrEnum):
-    """What a provider says happened, whatever its own event names."""
-
-    PROCESSING = "PROCESSING"
-    REQUIRES_ACTION = "REQUIRES_ACTION"
-    AUTHORIZED = "AUTHORIZED"
-    CAPTURED = "CAPTURED"
-    FAILED = "FAILED"
-    CANCELED = "CANCELED"
-    REFUNDED = "REFUNDED"
-    DISPUTED = "DISPUTED"
+# What a provider says happened, whatever its own event names: the same vocabulary as the
+# answers to our own calls, so webhooks go through the same `apply_result` rules.
+SignalKind = ProviderStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,15 +318,6 @@ async def _record_failure(
 
 
 _PAYMENT_OPS = (OperationKind.SALE, OperationKind.AUTHORIZE)
-_PROVIDER_STATUS: Mapping[SignalKind, ProviderStatus] = {
-    SignalKind.PROCESSING: ProviderStatus.PROCESSING,
-    SignalKind.REQUIRES_ACTION: ProviderStatus.REQUIRES_ACTION,
-    SignalKind.AUTHORIZED: ProviderStatus.AUTHORIZED,
-    SignalKind.CAPTURED: ProviderStatus.CAPTURED,
-    SignalKind.FAILED: ProviderStatus.FAILED,
-    SignalKind.CANCELED: ProviderStatus.CANCELED,
-    SignalKind.REFUNDED: ProviderStatus.REFUNDED,
-}
 
 
 async def _apply(
@@ -389,7 +372,7 @@ def _result(payment: Payment, signal: Signal, reference: str | None = None) -> P
             f"signal in {amount.currency} for a payment in {payment.amount.currency}"
         )
     return ProviderResult(
-        status=_PROVIDER_STATUS[signal.kind],
+        status=signal.kind,
         provider_payment_id=signal.provider_payment_id,
         amount_minor=amount.minor,
         currency=amount.currency,
