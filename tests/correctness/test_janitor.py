@@ -11,11 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key, settings_for
 from tests.correctness.helpers import moved, scalar
 from tests.e2e.helpers import confirm, create_order, create_payment
 from tillpoint.adapters.clock import MovableClock
+from tillpoint.adapters.db import tables
 from tillpoint.bootstrap import Container, build
 from tillpoint.domain.order import ChangeContext
 from tillpoint.domain.payment import Payment
@@ -85,7 +87,7 @@ class TestUnknownOutcomes:
         assert await scalar(container, OUTBOX, p=payment_id, k="payment.succeeded") == 1
 
     async def test_a_reconciliation_pass_resolves_every_open_operation(
-        self, client: httpx.AsyncClient
+        self, client: httpx.AsyncClient, container: Container
     ) -> None:
         order_id, payment_id = await timed_out_payment(client)
         h = headers(ADMIN_KEY, new_key())
@@ -98,6 +100,11 @@ class TestUnknownOutcomes:
         while (await get(client, f"/api/v1/payments/{payment_id}"))["status"] != "CAPTURED":
             assert time.monotonic() < deadline, "the reconciliation pass did not resolve it"
         assert (await get(client, f"/api/v1/orders/{order_id}"))["status"] == "PAID"
+        run = await finished_run(container, started.json()["run_id"])
+        assert run.status == "FINISHED"
+        assert run.checked >= 1
+        assert run.resolved >= 1
+        assert run.finished_at is not None
         replay = await client.post("/api/v1/payments/reconcile", headers=h)
         assert (replay.status_code, replay.content) == (202, started.content)
         assert replay.headers["idempotent-replayed"] == "true"
@@ -123,6 +130,19 @@ class TestUnknownOutcomes:
         [sale] = await ledger(client, order_id)
         assert sale["status"] == "SUCCEEDED"
         assert (await get(client, f"/api/v1/orders/{order_id}"))["status"] == "PAID"
+
+
+async def finished_run(container: Container, run_id: str) -> Any:
+    """The run's row once the background pass has recorded its end."""
+    runs = tables.reconciliation_runs
+    deadline = time.monotonic() + 10
+    while True:
+        async with container.engine.connect() as conn:
+            row = (await conn.execute(sa.select(runs).where(runs.c.run_id == run_id))).one()
+        if row.status != "RUNNING":
+            return row
+        assert time.monotonic() < deadline, "the reconciliation run never finished"
+        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

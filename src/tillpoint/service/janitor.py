@@ -8,10 +8,12 @@ several workers never ask about the same operation at once.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import structlog
 
+from tillpoint.domain.ids import new_id
 from tillpoint.domain.order import ChangeContext
 from tillpoint.domain.payment import (
     Operation,
@@ -65,51 +67,89 @@ async def _claim(deps: Deps, *, everything: bool, seen: set[str]) -> list[Operat
     return claimed
 
 
-async def resolve_open_operations(*, deps: Deps, everything: bool = False) -> int:
-    """Resolve due operations; with `everything`, every open one, batch after batch."""
+async def resolve_open_operations(
+    *, deps: Deps, everything: bool = False, counts: Callable[[int, int], int] | None = None
+) -> int:
+    """Resolve due operations; with `everything`, every open one, batch after batch.
+
+    Returns how many operations were checked (or what `counts(checked, settled)` makes of it).
+    """
     seen: set[str] = set()
-    resolved = 0
+    checked = settled = 0
     while True:
         looked_at = len(seen)
         ops = await _claim(deps, everything=everything, seen=seen)
         for op in ops:
             try:
-                await _resolve(op, deps=deps)
+                settled += await _resolve(op, deps=deps)
             except Exception:
                 log.exception("janitor.resolve_failed", transaction_id=op.id)
-        resolved += len(ops)
+        checked += len(ops)
         if not everything or len(seen) == looked_at:
-            return resolved
+            return checked if counts is None else counts(checked, settled)
+
+
+async def start_reconciliation(*, deps: Deps) -> str:
+    """Record a reconciliation run as RUNNING; `reconcile` then does the work."""
+    run_id = new_id("recon")
+    async with deps.uow() as uow:
+        await uow.reconciliations.start(run_id, deps.clock.now())
+        await uow.commit()
+    log.info("reconciliation.started", run_id=run_id)
+    return run_id
 
 
 async def reconcile(run_id: str, *, deps: Deps) -> int:
-    """A reconciliation pass (`POST /payments/reconcile`): ask about every open operation."""
-    log.info("reconciliation.started", run_id=run_id)
-    checked = await resolve_open_operations(deps=deps, everything=True)
-    log.info("reconciliation.finished", run_id=run_id, checked=checked)
+    """A reconciliation pass (`POST /payments/reconcile`): ask about every open operation, and
+    record on the run how many were checked and how many are settled now."""
+    totals: list[int] = []
+
+    def record(checked: int, settled: int) -> int:
+        totals[:] = [checked, settled]
+        return checked
+
+    status = "FAILED"
+    try:
+        await resolve_open_operations(deps=deps, everything=True, counts=record)
+        status = "FINISHED"
+    finally:
+        checked, settled = totals or [0, 0]
+        async with deps.uow() as uow:
+            await uow.reconciliations.finish(
+                run_id, deps.clock.now(), status=status, checked=checked, resolved=settled
+            )
+            await uow.commit()
+        log.info(
+            "reconciliation.finished",
+            run_id=run_id,
+            status=status,
+            checked=checked,
+            resolved=settled,
+        )
     return checked
 
 
-async def _resolve(op: Operation, *, deps: Deps) -> None:
+async def _resolve(op: Operation, *, deps: Deps) -> bool:
+    """Ask the provider about one operation; True when its outcome is now settled."""
     async with deps.uow() as uow:
         payment = await uow.payments.get(op.payment_id)
     if payment is None:
-        return
+        return False
     provider = deps.providers[payment.provider]
     try:
         async with asyncio.timeout(deps.config.provider_timeout):
             truth = await provider.get_transaction(op.idempotency_key)
     except Exception as exc:  # the provider is still unreachable: ask again later
         await _reschedule(op, deps=deps, reason=f"lookup failed: {exc!r}")
-        return
+        return False
 
     async with deps.uow() as uow:
         payment = await uow.payments.get(op.payment_id, for_update=True)
         current = await uow.operations.get(op.id)
         if payment is None or current is None or not current.open:
-            return
+            return False
         if current.updated_at != op.updated_at:
-            return  # sent again (a retry) or answered while we asked: that path records it
+            return False  # sent again (a retry) or answered while we asked: that path records it
         now = deps.clock.now()
         before = payment.status
         current.check_count += 1
@@ -167,6 +207,7 @@ async def _resolve(op: Operation, *, deps: Deps) -> None:
         provider_status=_status(truth),
         transition=f"{before}->{payment.status}",
     )
+    return not current.open
 
 
 def _status(truth: ProviderResult | None) -> str:

@@ -165,6 +165,14 @@ class SnapshotRepository(Protocol):
     async def get(self, snapshot_id: str) -> CheckoutSnapshot | None: ...
 
 
+class ReconciliationRepository(Protocol):
+    async def start(self, run_id: str, now: datetime) -> None: ...
+
+    async def finish(
+        self, run_id: str, now: datetime, *, status: str, checked: int, resolved: int
+    ) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One database transaction. Rolls back on exit unless `commit()` was called."""
 
@@ -173,6 +181,7 @@ class UnitOfWork(Protocol):
     operations: OperationRepository
     refunds: RefundRepository
     snapshots: SnapshotRepository
+    reconciliations: ReconciliationRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -615,3 +615,26 @@ class SqlSnapshots:
         return CheckoutSnapshot(
             row.snapshot_id, row.order_id, items, totals, row.created_at, row.expires_at
         )
+
+
+# -- reconciliation runs -------------------------------------------------------------------------
+
+
+class SqlReconciliations:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def start(self, run_id: str, now: datetime) -> None:
+        await self.conn.execute(
+            t.reconciliation_runs.insert().values(run_id=run_id, status="RUNNING", started_at=now)
+        )
+
+    async def finish(
+        self, run_id: str, now: datetime, *, status: str, checked: int, resolved: int
+    ) -> None:
+        runs = t.reconciliation_runs
+        await self.conn.execute(
+            runs.update()
+            .where(runs.c.run_id == run_id)
+            .values(status=status, checked=checked, resolved=resolved, finished_at=now)
+        )

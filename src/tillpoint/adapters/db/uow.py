@@ -11,6 +11,7 @@ from tillpoint.adapters.db.repositories import (
     SqlOperations,
     SqlOrders,
     SqlPayments,
+    SqlReconciliations,
     SqlRefunds,
     SqlSnapshots,
 )
@@ -18,6 +19,7 @@ from tillpoint.service.ports import (
     OperationRepository,
     OrderRepository,
     PaymentRepository,
+    ReconciliationRepository,
     RefundRepository,
     SnapshotRepository,
 )
@@ -29,6 +31,7 @@ class SqlUnitOfWork:
     operations: OperationRepository
     refunds: RefundRepository
     snapshots: SnapshotRepository
+    reconciliations: ReconciliationRepository
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -48,6 +51,7 @@ class SqlUnitOfWork:
         self.operations = SqlOperations(self._conn)
         self.refunds = SqlRefunds(self._conn)
         self.snapshots = SqlSnapshots(self._conn)
+        self.reconciliations = SqlReconciliations(self._conn)
         return self
 
     async def __aexit__(

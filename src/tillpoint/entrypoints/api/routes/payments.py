@@ -6,7 +6,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from starlette.responses import Response
 
-from tillpoint.domain.ids import new_id
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import CaptureMethod, PaymentMethod
 from tillpoint.entrypoints.api.dependencies import (
@@ -91,7 +90,7 @@ async def reconcile(
     the `/{payment_id}` routes so `reconcile` is never read as a payment id."""
 
     async def action(_resumed: bool) -> tuple[int, Any]:
-        run_id = new_id("recon")
+        run_id = await janitor.start_reconciliation(deps=container.deps)
         background.add_task(janitor.reconcile, run_id, deps=container.deps)
         return 202, {"run_id": run_id}
 
