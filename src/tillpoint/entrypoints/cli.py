@@ -17,6 +17,7 @@ from tillpoint.adapters.keys import load_keys
 from tillpoint.adapters.logging import configure_logging
 from tillpoint.bootstrap import preflight
 from tillpoint.config import ConfigurationRefused, Settings
+from tillpoint.entrypoints import serving
 
 log = structlog.get_logger("tillpoint.cli")
 
@@ -33,8 +34,6 @@ def _refused(settings: Settings) -> int | None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
     if (refused := _refused(settings)) is not None:
         return refused
     keys, dev_file = load_keys(settings)
@@ -52,16 +51,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         database=settings.database_url.split("@")[-1],
         broker=bool(settings.broker_url),
     )
-    uvicorn.run(
-        "tillpoint.entrypoints.api.asgi:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
+    serving.serve(args.host, args.port, args.workers)
     return 0
 
 
