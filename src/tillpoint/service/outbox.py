@@ -30,12 +30,11 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol
 
 import structlog
 
-from tillpoint.service.ports import Clock
+from tillpoint.service.ports import Clock, Transaction
 
 log = structlog.get_logger("tillpoint.outbox")
 
@@ -91,19 +90,8 @@ class OutboxRepository(Protocol):
     async def backlog(self) -> int: ...
 
 
-class OutboxUnitOfWork(Protocol):
+class OutboxUnitOfWork(Transaction, Protocol):
     outbox: OutboxRepository
-
-    async def __aenter__(self) -> Self: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    async def commit(self) -> None: ...
 
 
 class OutboxUnitOfWorkFactory(Protocol):

@@ -173,15 +173,8 @@ class ReconciliationRepository(Protocol):
     ) -> None: ...
 
 
-class UnitOfWork(Protocol):
+class Transaction(Protocol):
     """One database transaction. Rolls back on exit unless `commit()` was called."""
-
-    orders: OrderRepository
-    payments: PaymentRepository
-    operations: OperationRepository
-    refunds: RefundRepository
-    snapshots: SnapshotRepository
-    reconciliations: ReconciliationRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -193,6 +186,17 @@ class UnitOfWork(Protocol):
     ) -> None: ...
 
     async def commit(self) -> None: ...
+
+
+class UnitOfWork(Transaction, Protocol):
+    """A transaction with the repositories of the payment side."""
+
+    orders: OrderRepository
+    payments: PaymentRepository
+    operations: OperationRepository
+    refunds: RefundRepository
+    snapshots: SnapshotRepository
+    reconciliations: ReconciliationRepository
 
 
 class UnitOfWorkFactory(Protocol):
