@@ -10,6 +10,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import structlog
 from fastapi import Request
 from starlette.responses import Response
 
@@ -60,6 +61,7 @@ async def idempotent(
     except ValueError:  # a route without a body model ignores it; fingerprint it as text
         body = raw.decode("utf-8", errors="replace")
     key = _key(request, body, body_key)
+    structlog.contextvars.bind_contextvars(idempotency_key=key)  # on every line of this request
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
     scope = f"{principal.id} {request.method} {template}"
