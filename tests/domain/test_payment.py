@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import (
     CaptureMethod,
@@ -11,6 +13,7 @@ from tillpoint.domain.payment import (
     PaymentMethod,
     PaymentStatus,
     RefundStatus,
+    carries_raw_card_data,
 )
 
 NOW = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
@@ -71,3 +74,28 @@ class TestRefundSignals:
         assert refund.status is RefundStatus.SUCCEEDED
         assert payment.refunded_minor == 10_000
         assert payment.refund_pending_minor == 0
+
+
+class TestRawCardData:
+    """One rule for the API and the consumers: no card number or CVC, under any spelling."""
+
+    @pytest.mark.parametrize(
+        "method",
+        [
+            {"number": "4242424242424242"},
+            {"cardNumber": "4242424242424242"},
+            {"CVV2": "123"},
+            {"security_code": "123"},
+            {"token": "4242 4242 4242 4242"},
+            {"token": "4000-0000-0000-0002"},
+        ],
+    )
+    def test_refuses_card_numbers_and_cvcs(self, method: dict[str, str]) -> None:
+        assert carries_raw_card_data(method)
+
+    @pytest.mark.parametrize(
+        "method",
+        [{"token": "pm_card_visa"}, {"last4": "4242", "brand": "visa"}, {"token": "1234"}, {}],
+    )
+    def test_accepts_tokens_and_display_data(self, method: dict[str, str]) -> None:
+        assert not carries_raw_card_data(method)

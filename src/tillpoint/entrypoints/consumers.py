@@ -44,14 +44,13 @@ from tillpoint.bootstrap import Container
 from tillpoint.domain.errors import DomainError, ProviderFailure
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import check_order_id
-from tillpoint.domain.payment import PaymentMethod
+from tillpoint.domain.payment import PaymentMethod, carries_raw_card_data
 from tillpoint.service.consumers import KeyedLocks, OrderEvent, RejectedMessage, handle_order_event
 
 log = structlog.get_logger("tillpoint.consumers")
 
 REASON_HEADER = "x-reason"
 CARD_TYPES = frozenset({"CREDIT_CARD", "DEBIT_CARD", "CARD"})
-RAW_CARD_FIELDS = frozenset({"number", "cardNumber", "card_number", "pan", "cvc", "cvv"})
 
 
 # -- message schemas -------------------------------------------------------------------------
@@ -102,7 +101,7 @@ class _NoRawCard(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_card_number(cls, data: Any) -> Any:
-        if isinstance(data, dict) and RAW_CARD_FIELDS & data.keys():
+        if isinstance(data, dict) and carries_raw_card_data(data):
             raise ValueError("raw card numbers and CVCs are never accepted")
         return data
 

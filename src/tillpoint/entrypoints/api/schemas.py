@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
@@ -22,15 +21,18 @@ from pydantic_core import PydanticCustomError
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import HistoryEntry, Order
-from tillpoint.domain.payment import Operation, Payment, PaymentMethod, Refund, rfc3339
+from tillpoint.domain.payment import (
+    Operation,
+    Payment,
+    PaymentMethod,
+    Refund,
+    carries_raw_card_data,
+    rfc3339,
+)
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.service.ports import StoredEvent
 
 OrderId = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
-_PAN_LIKE = re.compile(r"^[0-9 -]{12,23}$")
-RAW_CARD_FIELDS = frozenset(
-    {"number", "card_number", "cardnumber", "pan", "cvc", "cvv", "cvv2", "cvc2", "security_code"}
-)
 
 
 class Body(BaseModel):
@@ -95,14 +97,11 @@ class PaymentMethodIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_raw_card(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            raw = RAW_CARD_FIELDS & {str(k).lower() for k in data}
-            token = data.get("token")
-            if raw or (isinstance(token, str) and _PAN_LIKE.fullmatch(token)):
-                raise PydanticCustomError(
-                    "raw_card_data",
-                    "raw card numbers and CVCs are never accepted: send a provider token",
-                )
+        if isinstance(data, Mapping) and carries_raw_card_data(data):
+            raise PydanticCustomError(
+                "raw_card_data",
+                "raw card numbers and CVCs are never accepted: send a provider token",
+            )
         return data
 
     @model_validator(mode="after")
