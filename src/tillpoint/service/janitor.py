@@ -22,7 +22,7 @@ from tillpoint.domain.payment import (
     PaymentStatus,
 )
 from tillpoint.service.context import Deps
-from tillpoint.service.payments import _follow, apply_result
+from tillpoint.service.payments import apply_result, follow_payment
 from tillpoint.service.ports import ProviderResult, ProviderStatus
 
 log = structlog.get_logger("tillpoint.janitor")
@@ -174,7 +174,7 @@ async def _resolve(op: Operation, *, deps: Deps) -> bool:
                     )
                     await uow.refunds.save(refund)
             await uow.operations.save(current)
-            await _follow(uow, payment, JANITOR, before, deps=deps)
+            await follow_payment(uow, payment, JANITOR, before, deps=deps)
         elif truth.status in (ProviderStatus.PROCESSING, ProviderStatus.REQUIRES_ACTION) and (
             current.kind in (OperationKind.SALE, OperationKind.AUTHORIZE)
         ):
@@ -246,7 +246,7 @@ async def cancel_stale_payments(*, deps: Deps) -> int:
             ):
                 continue  # a confirmation is with the provider: let it finish
             payment.canceled("payment_expired", now, JANITOR.source)
-            await _follow(uow, payment, JANITOR, PaymentStatus.INITIATED, deps=deps)
+            await follow_payment(uow, payment, JANITOR, PaymentStatus.INITIATED, deps=deps)
             await uow.payments.save(payment)
             await uow.commit()
             canceled += 1

@@ -269,14 +269,18 @@ async def apply_result(
     await uow.operations.save(op)
     if refund is not None:
         await uow.refunds.save(refund)
-    await _follow(uow, payment, ctx, before, deps=deps)
+    await follow_payment(uow, payment, ctx, before, deps=deps)
     await uow.payments.save(payment)
     payment.check_invariants()
 
 
-async def _follow(
+async def follow_payment(
     uow: UnitOfWork, payment: Payment, ctx: ChangeContext, before: PaymentStatus, *, deps: Deps
 ) -> None:
+    """After a payment changed (from `before`), log the transition and move its order to match.
+
+    Shared by every source of change: our own calls, webhooks and the janitor.
+    """
     refunded = any(e.event_type == "REFUND_SUCCEEDED" for e in payment.events)
     if payment.status is before and not refunded:
         return
@@ -400,7 +404,7 @@ async def _execute(
             op.unknown(now, str(outcome), now + deps.config.next_check(0))
             if op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
                 payment.mark_processing(now, ctx.source, reason="provider_timeout")
-                await _follow(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
+                await follow_payment(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
             else:
                 error = ProviderFailure("provider_timeout", str(outcome))
             await uow.operations.save(op)
@@ -546,7 +550,7 @@ async def void_payment(
         if payment.status in (PaymentStatus.INITIATED,):
             # Nothing reached the provider yet: cancel locally, no provider operation.
             payment.canceled(reason, deps.clock.now(), ctx.source)
-            await _follow(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
+            await follow_payment(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
             await uow.payments.save(payment)
             await uow.commit()
             return None

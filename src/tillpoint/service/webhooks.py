@@ -32,7 +32,7 @@ from tillpoint.domain.payment import (
     RefundStatus,
 )
 from tillpoint.service.context import Deps
-from tillpoint.service.payments import _follow, apply_result
+from tillpoint.service.payments import apply_result, follow_payment
 from tillpoint.service.ports import ProviderResult, ProviderStatus, UnitOfWork
 
 log = structlog.get_logger("tillpoint.webhooks")
@@ -359,7 +359,7 @@ async def _apply(
         or payment.refunded_minor != refunded_before
     )
     if not saved:
-        await _follow(uow, payment, WEBHOOK, before, deps=deps)
+        await follow_payment(uow, payment, WEBHOOK, before, deps=deps)
         await uow.payments.save(payment)
         payment.check_invariants()
     return WebhookStatus.PROCESSED if changed else WebhookStatus.IGNORED
