@@ -14,6 +14,7 @@ from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tillpoint.domain.order import FailurePolicy
+from tillpoint.service.messages import EventDialect
 
 _DURATION = re.compile(r"(?P<n>[0-9]+)(?P<unit>ms|s|m|h|d)")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -70,6 +71,10 @@ class Settings(BaseSettings):
     outbox_batch_size: int = Field(100, ge=1, le=10_000)
     outbox_interval: Duration = timedelta(milliseconds=100)
     broker_publish_timeout: Duration = timedelta(seconds=5)
+    # `/healthz/ready` reports the relay STALLED once the oldest unpublished row is this old.
+    outbox_stall_after: Duration = timedelta(minutes=5)
+    # The shape of published bodies: API.md's snake_case, or seed 004's ordering service.
+    event_dialect: EventDialect = EventDialect.DEFAULT
     api_keys: list[ApiKey] = Field(default_factory=list)
     state_dir: str = ".tillpoint"
     default_provider: str = "mock"

@@ -230,6 +230,7 @@ class Payment:
     sequence: int = 0
     version: int = 0
     operation_count: int = 0
+    number: int | None = None  # assigned by the database when the payment is first saved
     events: list[RecordedEvent] = field(default_factory=list)
 
     # -- creation -----------------------------------------------------------------------------

@@ -286,7 +286,9 @@ class EventConsumers:
         self.subscriptions = subscriptions_ or subscriptions(container)
         self.prefetch = prefetch or container.settings.consumer_prefetch
         self.retry_delay = retry_delay
-        self.events = SqlEventsUnitOfWorkFactory(container.engine)
+        self.events = SqlEventsUnitOfWorkFactory(
+            container.engine, dialect=container.settings.event_dialect
+        )
         self.locks = KeyedLocks()
         self.started = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None

@@ -30,6 +30,7 @@ from tillpoint.domain.payment import (
     RefundStatus,
 )
 from tillpoint.domain.snapshot import CheckoutSnapshot, LineItem, Totals
+from tillpoint.service.messages import EventDialect, published_body
 from tillpoint.service.ports import PaymentFilter, StoredEvent
 
 Row = sa.Row[Any]
@@ -46,7 +47,17 @@ _UPDATE_ORDER = t.orders.update().where(
 )
 _GET_ORDER = sa.select(t.orders).where(_O.order_id == sa.bindparam("b_id"))
 _INSERT_HISTORY = t.order_status_history.insert()
-_INSERT_PAYMENT = t.payments.insert()
+# PostgreSQL fills `payment_number` from its sequence; SQLite takes max + 1 (see tables.py).
+_INSERT_PAYMENT = t.payments.insert().returning(_P.payment_number)
+_INSERT_PAYMENT_SQLITE = (
+    t.payments.insert()
+    .values(
+        payment_number=sa.select(sa.func.coalesce(sa.func.max(_P.payment_number), 0) + 1)
+        .select_from(t.payments)
+        .scalar_subquery()
+    )
+    .returning(_P.payment_number)
+)
 _UPDATE_PAYMENT = t.payments.update().where(
     _P.payment_id == sa.bindparam("b_id"), _P.version == sa.bindparam("b_version")
 )
@@ -207,6 +218,7 @@ def _payment(row: Row) -> Payment:
         sequence=row.sequence,
         version=row.version,
         operation_count=row.operation_count,
+        number=row.payment_number,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -251,13 +263,17 @@ _ONE_ACTIVE = ("uq_payments_one_active_per_order", "payments.order_id")
 
 
 class SqlPayments:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(
+        self, conn: AsyncConnection, *, dialect: EventDialect = EventDialect.DEFAULT
+    ) -> None:
         self.conn = conn
+        self.dialect = dialect
 
     async def add(self, payment: Payment) -> None:
+        insert = _INSERT_PAYMENT_SQLITE if self.conn.dialect.name == "sqlite" else _INSERT_PAYMENT
         try:
-            await self.conn.execute(
-                _INSERT_PAYMENT,
+            result = await self.conn.execute(
+                insert,
                 {
                     "payment_id": payment.id,
                     "order_id": payment.order_id,
@@ -279,7 +295,8 @@ class SqlPayments:
             raise ActivePaymentExists(
                 f"order {payment.order_id} already has an active payment"
             ) from exc
-        await self._events(payment.take_events(), payment.id)
+        payment.number = result.scalar_one()
+        await self._events(payment.take_events(), payment)
 
     async def save(self, payment: Payment) -> None:
         result = await self.conn.execute(
@@ -294,11 +311,12 @@ class SqlPayments:
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"payment {payment.id} changed concurrently; retry")
         payment.version += 1
-        await self._events(payment.take_events(), payment.id)
+        await self._events(payment.take_events(), payment)
 
-    async def _events(self, events: list[RecordedEvent], payment_id: str) -> None:
+    async def _events(self, events: list[RecordedEvent], payment: Payment) -> None:
         if not events:
             return
+        payment_id = payment.id
         await self.conn.execute(
             _INSERT_EVENTS,
             [
@@ -323,7 +341,14 @@ class SqlPayments:
                         "routing_key": e.routing_key,
                         "message_type": f"{e.routing_key}.v1",
                         "sequence": (e.message or {})["sequence"],
-                        "body": dump_json(e.message or {}),
+                        "body": dump_json(
+                            published_body(
+                                e.routing_key or "",
+                                e.message or {},
+                                dialect=self.dialect,
+                                payment_number=payment.number,
+                            )
+                        ),
                         "created_at": e.created_at,
                     }
                     for e in published

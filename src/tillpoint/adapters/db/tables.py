@@ -105,10 +105,17 @@ checkout_snapshots = sa.Table(
     sa.CheckConstraint("total_minor > 0", name="total_positive"),
 )
 
+# `payment_number`: a numeric id for systems that want one (the `foodies` event dialect's
+# `paymentId`). PostgreSQL draws it from this sequence (no two transactions can get the same
+# value, and nobody waits); SQLite, which has no sequences, takes max + 1 inside its one write
+# transaction at a time (every transaction is `BEGIN IMMEDIATE`). The unique index backs both.
+PAYMENT_NUMBERS = sa.Sequence("payments_payment_number_seq", metadata=metadata)
+
 payments = sa.Table(
     "payments",
     metadata,
     sa.Column("payment_id", sa.String(40), primary_key=True),
+    sa.Column("payment_number", sa.BigInteger, PAYMENT_NUMBERS, nullable=True, unique=True),
     sa.Column(
         "order_id", sa.String(64), sa.ForeignKey("orders.order_id"), nullable=False, index=True
     ),

@@ -15,6 +15,7 @@ from tillpoint.adapters.db.repositories import (
     SqlRefunds,
     SqlSnapshots,
 )
+from tillpoint.service.messages import EventDialect
 from tillpoint.service.ports import (
     OperationRepository,
     OrderRepository,
@@ -33,8 +34,11 @@ class SqlUnitOfWork:
     snapshots: SnapshotRepository
     reconciliations: ReconciliationRepository
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, dialect: EventDialect = EventDialect.DEFAULT
+    ) -> None:
         self._engine = engine
+        self._dialect = dialect
         self._conn: AsyncConnection | None = None
         self._committed = False
 
@@ -47,7 +51,7 @@ class SqlUnitOfWork:
         self._conn = await self._engine.connect()
         await self._conn.begin()
         self.orders = SqlOrders(self._conn)
-        self.payments = SqlPayments(self._conn)
+        self.payments = SqlPayments(self._conn, dialect=self._dialect)
         self.operations = SqlOperations(self._conn)
         self.refunds = SqlRefunds(self._conn)
         self.snapshots = SqlSnapshots(self._conn)
@@ -75,8 +79,11 @@ class SqlUnitOfWork:
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, dialect: EventDialect = EventDialect.DEFAULT
+    ) -> None:
         self.engine = engine
+        self.dialect = dialect
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine)
+        return SqlUnitOfWork(self.engine, dialect=self.dialect)

@@ -227,6 +227,7 @@ def payment_json(p: Payment) -> dict[str, Any]:
     money = p.money
     return {
         "payment_id": p.id,
+        "payment_number": p.number,
         "order_id": p.order_id,
         "buyer_id": p.buyer_id,
         "status": p.status.value,
