@@ -186,6 +186,7 @@ def make_publisher(settings: Settings) -> Publisher:
         return RabbitPublisher(
             settings.broker_url,
             settings.events_exchange,
+            alternate=settings.events_alternate_exchange,
             confirm_timeout=settings.broker_publish_timeout.total_seconds(),
         )
     return InProcessBroker()

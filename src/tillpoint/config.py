@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=100)
     broker_url: str = ""
     events_exchange: str = "payments.events"
+    # "argument": declare the exchange with `alternate-exchange=<exchange>.unrouted`;
+    # "policy": an operator's policy sets it (an exchange made before that argument existed).
+    events_alternate_exchange: Literal["argument", "policy"] = "argument"
     stock_confirmed_queue: str = "payment.stock-confirmed"
     order_created_queue: str = "payment.order-created"
     consumer_prefetch: int = Field(16, ge=1, le=1000)
