@@ -41,6 +41,7 @@ from tillpoint.adapters.db import migrate
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container, build
 from tillpoint.entrypoints.api.app import create_app
+from tillpoint.service.messages import order_id_value
 
 TILLPOINT = Path(sys.executable).parent / "tillpoint"
 
@@ -392,3 +393,21 @@ class TestFoodiesDialect:
             "sequence",
             "processed_at",
         }
+
+
+class TestFoodiesOrderId:
+    @pytest.mark.parametrize(
+        ("order_id", "published"),
+        [
+            ("1042", 1042),
+            ("0", 0),
+            ("9223372036854775807", 9223372036854775807),
+            ("9223372036854775808", "9223372036854775808"),  # beyond a Kotlin Long
+            ("007", "007"),  # a number would lose the zeros
+            ("-5", "-5"),
+            ("ord-1", "ord-1"),
+        ],
+    )
+    def test_numeric_only_when_it_is_a_long(self, order_id: str, published: int | str) -> None:
+        assert order_id_value(order_id) == published
+        assert type(order_id_value(order_id)) is type(published)
