@@ -182,13 +182,15 @@ class MockGateway:
         return _result(row) if row else None
 
     async def _latency(self) -> None:
+        """`TILLPOINT_MOCK_DELAY_MS`: the latency of the *answer*. The effect is recorded first,
+        as a slow real provider acts before its answer reaches us, so a process killed during
+        the delay is a crash after the provider acted."""
         if self._delay:
             await asyncio.sleep(self._delay)
 
     # -- PaymentProvider ----------------------------------------------------------------------
 
     async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> ProviderResult:
-        await self._latency()
         card = behaviour_of(req.payment_method.token, req.payment_method.last4)
         base: dict[str, Any] = {
             "provider_payment_id": _ref("mock_pi"),
@@ -220,6 +222,7 @@ class MockGateway:
             case _:
                 result = ProviderResult(status=success, risk_score=10, **base)
         result, fresh = await self._record(idempotency_key, "authorize", req.payment_id, result)
+        await self._latency()
         if not fresh:  # a retry: the first call's outcome stands, with no second effect
             return result
         if card.outcome == "async":
@@ -242,7 +245,6 @@ class MockGateway:
     async def capture(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> ProviderResult:
-        await self._latency()
         auth = await self._by_payment(provider_payment_id, "authorize")
         if (
             auth is None
@@ -268,10 +270,10 @@ class MockGateway:
         recorded, _ = await self._record(
             idempotency_key, "capture", _payment_of(idempotency_key), result
         )
+        await self._latency()
         return recorded
 
     async def void(self, provider_payment_id: str, *, idempotency_key: str) -> ProviderResult:
-        await self._latency()
         auth = await self._by_payment(provider_payment_id, "authorize")
         result = ProviderResult(
             status=ProviderStatus.CANCELED,
@@ -283,12 +285,12 @@ class MockGateway:
         recorded, _ = await self._record(
             idempotency_key, "void", _payment_of(idempotency_key), result
         )
+        await self._latency()
         return recorded
 
     async def refund(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> ProviderResult:
-        await self._latency()
         result = ProviderResult(
             status=ProviderStatus.REFUNDED,
             provider_payment_id=provider_payment_id,
@@ -299,6 +301,7 @@ class MockGateway:
         recorded, _ = await self._record(
             idempotency_key, "refund", _payment_of(idempotency_key), result
         )
+        await self._latency()
         return recorded
 
     async def get_transaction(self, idempotency_key: str) -> ProviderResult | None:
@@ -316,7 +319,27 @@ class MockGateway:
         success: bool,
         failure_code: str | None,
     ) -> ProviderResult:
+        result = await self._decide(
+            idempotency_key=idempotency_key,
+            payment_id=payment_id,
+            amount=amount,
+            capture=capture,
+            success=success,
+            failure_code=failure_code,
+        )
         await self._latency()
+        return result
+
+    async def _decide(
+        self,
+        *,
+        idempotency_key: str,
+        payment_id: str,
+        amount: Money,
+        capture: bool,
+        success: bool,
+        failure_code: str | None,
+    ) -> ProviderResult:
         previous = await self._recorded(idempotency_key)
         pi = previous.provider_payment_id if previous else _ref("mock_pi")
         if success:
