@@ -61,7 +61,6 @@ from tillpoint.service.ports import (
 log = structlog.get_logger("tillpoint.payments")
 
 
-
 @dataclass(frozen=True, slots=True)
 class Begun:
     """What a phase-1 `begin` hands to `_execute`.
