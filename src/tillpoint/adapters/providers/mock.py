@@ -19,8 +19,10 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from tillpoint.adapters.db import tables as t
+from tillpoint.adapters.db.errors import is_unavailable
 from tillpoint.domain.money import Money
 from tillpoint.service.ports import AuthorizeRequest, ProviderResult, ProviderStatus
 
@@ -87,6 +89,17 @@ def _result(row: Any) -> ProviderResult:
 _LEDGER = t.mock_gateway_ledger
 _RECORDED = sa.select(_LEDGER.c.result).where(_LEDGER.c.idempotency_key == sa.bindparam("b_key"))
 
+# The mock stands for a remote provider, whose own storage does not fail with ours: a statement
+# on its ledger that lost its connection is run again (each one is idempotent: insert-or-keep,
+# read, overwrite with the same value), so a dropped connection never makes the "provider"
+# answer with an error about an effect it may or may not have recorded.
+_ledger_retry = retry(
+    retry=retry_if_exception(is_unavailable),
+    stop=stop_after_attempt(8),
+    wait=wait_exponential(multiplier=0.02, max=0.5),
+    reraise=True,
+)
+
 # Called after the mock decides an outcome that a real provider would announce by webhook
 # (async cards, completed 3-D Secure). The webhook simulator plugs in here.
 OutcomeListener = Callable[[str, ProviderResult], None]
@@ -125,11 +138,13 @@ class MockGateway:
             return self._autocommit.connect()
         return self._engine.begin()
 
+    @_ledger_retry
     async def _recorded(self, idempotency_key: str) -> ProviderResult | None:
         async with self._connect() as conn:
             row = (await conn.execute(_RECORDED, {"b_key": idempotency_key})).first()
         return _result(row) if row else None
 
+    @_ledger_retry
     async def _record(
         self, idempotency_key: str, operation: str, payment_id: str, result: ProviderResult
     ) -> tuple[ProviderResult, bool]:
@@ -157,6 +172,7 @@ class MockGateway:
         assert recorded is not None
         return recorded, False
 
+    @_ledger_retry
     async def _overwrite(self, idempotency_key: str, result: ProviderResult) -> None:
         ledger = t.mock_gateway_ledger
         async with self._engine.begin() as conn:
@@ -166,6 +182,7 @@ class MockGateway:
                 .values(status=result.status.value, result=_dump(result), updated_at=self._now())
             )
 
+    @_ledger_retry
     async def _by_payment(self, provider_payment_id: str, operation: str) -> ProviderResult | None:
         ledger = t.mock_gateway_ledger
         async with self._engine.begin() as conn:
