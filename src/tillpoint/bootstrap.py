@@ -125,6 +125,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         provider_timeout=settings.provider_timeout.total_seconds(),
         recheck_schedule=settings.recheck_schedule,
         fault=settings.test_faults,
+        idempotency_ttl=settings.idempotency_ttl,
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, SERVICE_KEY
+from tillpoint.adapters.db import tables as t
 
 
 async def capture(api: Api, payment_id: str, amount: str | None = None) -> dict[str, object]:
@@ -162,4 +165,16 @@ class TestVoid:
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "CANCELED"
         [entry] = await api.ledger(order_id)
-        assert entry["transactions"] == []
+        # Recorded as a finished void that never reached the provider (so a retry of the same
+        # request finds it), and the mock gateway's own ledger saw nothing.
+        [void] = entry["transactions"]
+        assert (void["kind"], void["status"]) == ("VOID", "SUCCEEDED")
+        assert void["provider_reference"] is None
+        ledger = t.mock_gateway_ledger
+        async with api.container.engine.connect() as conn:
+            seen = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(ledger)
+                .where(ledger.c.payment_id == created["payment_id"])
+            )
+        assert seen == 0

@@ -224,7 +224,7 @@ async def _pay(event: OrderEvent, ctx: ChangeContext, *, deps: Deps) -> tuple[Pa
     if payment.status is not PaymentStatus.INITIATED or payment.request_key != key:
         return payment, False
     try:
-        payment = await confirm_payment(payment.id, None, ctx, deps=deps, resume=True)
+        payment = await confirm_payment(payment.id, None, ctx, deps=deps, request_key=key)
     except PaymentDeclined as exc:
         payment = exc.payment
     return payment, True

@@ -77,6 +77,15 @@ _OPEN_OPERATIONS = (
     )
     .order_by(_TX.created_at)
 )
+_BY_REQUEST_KEY = (
+    sa.select(t.payment_transactions)
+    .where(
+        _TX.payment_id == sa.bindparam("b_payment_id"),
+        _TX.request_key == sa.bindparam("b_request_key"),
+    )
+    .order_by(_TX.created_at.desc())
+    .limit(1)
+)
 
 
 def _lock(stmt: sa.Select[Any], conn: AsyncConnection, for_update: bool) -> sa.Select[Any]:
@@ -106,6 +115,7 @@ def _order(row: Row) -> Order:
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        request_key=row.request_key,
     )
 
 
@@ -139,6 +149,7 @@ class SqlOrders:
                 "currency": order.amount.currency,
                 "status": order.status.value,
                 "version": 0,
+                "request_key": order.request_key,
                 "created_at": order.created_at,
                 "updated_at": order.updated_at,
             },
@@ -458,11 +469,13 @@ def _operation(row: Row) -> Operation:
         next_check_at=row.next_check_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        request_key=row.request_key,
     )
 
 
 def _operation_state(op: Operation) -> dict[str, Any]:
     return {
+        "request_key": op.request_key,
         "status": op.status.value,
         "provider_reference": op.provider_reference,
         "error_code": op.error_code,
@@ -503,6 +516,14 @@ class SqlOperations:
     async def open_for(self, payment_id: str) -> list[Operation]:
         rows = await self.conn.execute(_OPEN_OPERATIONS, {"b_payment_id": payment_id})
         return [_operation(r) for r in rows]
+
+    async def by_request_key(self, payment_id: str, request_key: str) -> Operation | None:
+        row = (
+            await self.conn.execute(
+                _BY_REQUEST_KEY, {"b_payment_id": payment_id, "b_request_key": request_key}
+            )
+        ).first()
+        return _operation(row) if row else None
 
     async def for_payment(self, payment_id: str) -> list[Operation]:
         tx = t.payment_transactions

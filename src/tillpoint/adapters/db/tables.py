@@ -65,6 +65,9 @@ orders = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("status", sa.String(24), nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    # The request (principal, route, Idempotency-Key) that registered the order, so its retry
+    # answers with this order instead of `order_exists`.
+    sa.Column("request_key", sa.String(64)),
     _ts("created_at"),
     _ts("updated_at"),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
@@ -197,6 +200,8 @@ payment_transactions = sa.Table(
     sa.Column("idempotency_key", sa.String(128), nullable=False, unique=True),
     sa.Column("provider_reference", sa.String(128)),
     sa.Column("refund_id", sa.String(40)),
+    # The request that sent this operation: its retry resumes this row (same provider key).
+    sa.Column("request_key", sa.String(64)),
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.String(500)),
     sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
@@ -204,6 +209,7 @@ payment_transactions = sa.Table(
     _ts("created_at"),
     _ts("updated_at"),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    sa.Index("ix_payment_transactions_request_key", "payment_id", "request_key"),
     # The janitor's queue: only open operations, in the order it asks about them.
     sa.Index(
         "ix_payment_transactions_due",

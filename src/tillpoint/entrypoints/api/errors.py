@@ -12,6 +12,7 @@ from tillpoint.domain.errors import DomainError, PaymentDeclined, ValidationFail
 from tillpoint.entrypoints.api.dependencies import ApiError
 from tillpoint.entrypoints.api.problems import problem, problem_body
 from tillpoint.entrypoints.api.schemas import payment_json
+from tillpoint.service.ports import StorageUnavailable
 
 log = structlog.get_logger("tillpoint.api")
 
@@ -57,6 +58,17 @@ def install(app: FastAPI) -> None:
             exc.status_code, "validation_error" if exc.status_code == 422 else "http_error"
         )
         return problem(code, str(exc.detail), status=exc.status_code)
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage(_: Request, exc: StorageUnavailable) -> Response:
+        # Retryable and never stored under an Idempotency-Key: the retry resumes what this
+        # attempt committed (operations and orders carry their request key).
+        log.warning("request.database_unavailable", error=str(exc))
+        return problem(
+            "database_unavailable",
+            "the database connection was lost; retry the request with the same Idempotency-Key",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -41,6 +41,7 @@ STATUS: Final[dict[str, int]] = {
     "internal_error": 500,
     "provider_error": 502,
     "provider_unavailable": 503,
+    "database_unavailable": 503,
     "provider_timeout": 504,
 }
 

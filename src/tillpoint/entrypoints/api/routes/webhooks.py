@@ -14,7 +14,7 @@ from starlette.responses import Response
 from tillpoint.bootstrap import Container
 from tillpoint.domain.payment import rfc3339
 from tillpoint.entrypoints.api.dependencies import Admin, ContainerDep
-from tillpoint.entrypoints.api.idempotent import idempotent
+from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.problems import problem
 from tillpoint.service import webhooks
 from tillpoint.service.webhooks import (
@@ -98,7 +98,7 @@ async def list_events(
 async def replay(
     webhook_event_id: str, request: Request, principal: Admin, container: ContainerDep
 ) -> Response:
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(_: Attempt) -> tuple[int, Any]:
         event = await webhooks.replay_webhook(
             webhook_event_id, deps=container.deps, inbox=_inbox(container)
         )
