@@ -11,7 +11,6 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -52,22 +51,32 @@ def head() -> str:
     return ",".join(sorted(_script()[0]))
 
 
+_VERSIONS = sa.table("alembic_version", sa.column("version_num", sa.String))
+
+
 def current_revisions(connection: sa.Connection) -> frozenset[str]:
-    return frozenset(MigrationContext.configure(connection).get_current_heads())
+    """The database's Alembic revisions (none when it was never migrated). Plain SQL rather
+    than Alembic's MigrationContext, which logs two lines each time it is made."""
+    if not sa.inspect(connection).has_table("alembic_version"):
+        return frozenset()
+    return frozenset(connection.scalars(sa.select(_VERSIONS.c.version_num)))
 
 
-def schema_state(connection: sa.Connection) -> SchemaState:
-    """Compare the database's `alembic_version` with this code's heads (one small query).
-
-    Synchronous: from async code call it through `AsyncConnection.run_sync`.
-    """
+def state_of(current: frozenset[str]) -> SchemaState:
     heads, known = _script()
-    current = current_revisions(connection)
     if current == heads:
         return SchemaState.CURRENT
     if current - known:
         return SchemaState.AHEAD
     return SchemaState.BEHIND
+
+
+def schema_state(connection: sa.Connection) -> SchemaState:
+    """Compare the database's `alembic_version` with this code's heads (two small queries).
+
+    Synchronous: from async code call it through `AsyncConnection.run_sync`.
+    """
+    return state_of(current_revisions(connection))
 
 
 def inspect_schema(url: str) -> tuple[SchemaState, frozenset[str]]:
@@ -77,8 +86,8 @@ def inspect_schema(url: str) -> tuple[SchemaState, frozenset[str]]:
         engine = create_async_engine(url, poolclass=sa.pool.NullPool)
         try:
             async with engine.connect() as conn:
-                state = await conn.run_sync(schema_state)
-                return state, await conn.run_sync(current_revisions)
+                current = await conn.run_sync(current_revisions)
+                return state_of(current), current
         finally:
             await engine.dispose()
 
