@@ -20,6 +20,7 @@ from tillpoint.domain.errors import (
     InvalidStateTransition,
 )
 from tillpoint.domain.ids import new_id
+from tillpoint.domain.mock_cards import check_test_card
 from tillpoint.domain.money import Money
 
 
@@ -153,6 +154,7 @@ class Operation:
     updated_at: datetime
     provider_reference: str | None = None
     refund_id: str | None = None
+    reason: str | None = None  # the client's reason for the operation (a void's)
     error_code: str | None = None
     error_message: str | None = None
     check_count: int = 0
@@ -248,6 +250,7 @@ class Payment:
         request_key: str | None,
         now: datetime,
     ) -> Payment:
+        check_test_card(provider, payment_method.token)
         payment = cls(
             id=new_id("pay"),
             order_id=order_id,
@@ -294,7 +297,12 @@ class Payment:
     # -- provider operations ----------------------------------------------------------------
 
     def begin_operation(
-        self, kind: OperationKind, amount: Money, now: datetime, refund_id: str | None = None
+        self,
+        kind: OperationKind,
+        amount: Money,
+        now: datetime,
+        refund_id: str | None = None,
+        reason: str | None = None,
     ) -> Operation:
         """A `PENDING` operation whose provider key derives from our ids (`pay_…:capture:1`)."""
         self.operation_count += 1
@@ -309,6 +317,7 @@ class Payment:
             created_at=now,
             updated_at=now,
             refund_id=refund_id,
+            reason=reason,
         )
 
     def begin_confirmation(self, now: datetime, method: PaymentMethod | None) -> Operation:
@@ -318,6 +327,7 @@ class Payment:
                 payment_id=self.id,
             )
         if method is not None:
+            check_test_card(self.provider, method.token)
             self.payment_method = method
         kind = (
             OperationKind.SALE
@@ -340,17 +350,24 @@ class Payment:
             )
         return self.begin_operation(OperationKind.CAPTURE, amount, now)
 
-    def begin_void(self, now: datetime) -> Operation:
+    def begin_void(self, now: datetime, reason: str | None = None) -> Operation:
+        """The void's `reason` rides on its operation, so `canceled(op.reason, …)` publishes it
+        whoever records the provider's answer."""
         if not can_move(self.status, PaymentStatus.CANCELED):
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status} and can no longer be voided",
                 payment_id=self.id,
             )
-        return self.begin_operation(OperationKind.VOID, self.amount, now)
+        return self.begin_operation(OperationKind.VOID, self.amount, now, reason=reason)
 
     def begin_refund(
         self, amount: Money | None, reason: str | None, now: datetime
     ) -> tuple[Refund, Operation]:
+        if self.status is PaymentStatus.REFUNDED:
+            raise AmountExceedsRefundable(
+                f"payment {self.id} is fully refunded: nothing is left to refund",
+                payment_id=self.id,
+            )
         if self.status not in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status}; only a captured payment can be refunded",

@@ -220,7 +220,7 @@ async def apply_result(
         case (OperationKind.REFUND, _):
             _reschedule(op, now, f"refund is {result.status}", deps=deps)
         case (OperationKind.VOID, ProviderStatus.CANCELED):
-            payment.canceled(None, now, source)
+            payment.canceled(op.reason, now, source)
             op.succeed(now, result.reference)
         case (OperationKind.VOID, ProviderStatus.FAILED):
             op.fail(now, result.failure_code, result.failure_message)
@@ -554,7 +554,7 @@ async def void_payment(
             await uow.payments.save(payment)
             await uow.commit()
             return None
-        op = payment.begin_void(deps.clock.now())
+        op = payment.begin_void(deps.clock.now(), reason)
         return op, True
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:

@@ -190,6 +190,7 @@ payment_transactions = sa.Table(
     sa.Column("idempotency_key", sa.String(128), nullable=False, unique=True),
     sa.Column("provider_reference", sa.String(128)),
     sa.Column("refund_id", sa.String(40)),
+    sa.Column("reason", sa.String(500)),  # the client's reason (a void's)
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.String(500)),
     sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
