@@ -3,12 +3,15 @@ with the documented problem codes (issue 9, items 7-9, 11 and 12), on SQLite and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
+import uvicorn
 
 from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key, settings_for
@@ -18,6 +21,8 @@ from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.providers.mock import CARDS
 from tillpoint.bootstrap import Container, build
 from tillpoint.domain.mock_cards import TEST_CARDS
+from tillpoint.entrypoints.api.app import create_app
+from tillpoint.entrypoints.serving import bounded_protocol, listening_socket
 
 NUL = "\x00"
 HUGE = "9" * 5000  # past Python's 4300-digit int conversion limit
@@ -305,6 +310,59 @@ class TestSizeLimits:
                 assert fine.status_code == 200, fine.text
         finally:
             await container.aclose()
+
+
+class TestServerHeadLimit:
+    """The HTTP server itself stops reading a request head past the limit (httptools has none),
+    verified over a real socket against uvicorn with the protocol `tillpoint serve` uses."""
+
+    @staticmethod
+    async def _exchange(port: int, head: bytes) -> bytes:
+        """Sends `head` in pieces while reading, as a client does, until the server answers."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+
+        async def send() -> None:
+            with contextlib.suppress(ConnectionError):
+                for start in range(0, len(head), 64 * 1024):
+                    writer.write(head[start : start + 64 * 1024])
+                    await writer.drain()
+
+        sending = asyncio.create_task(send())
+        try:
+            return await asyncio.wait_for(reader.read(), timeout=10)
+        finally:
+            sending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sending
+            writer.close()
+
+    async def test_a_huge_header_is_431_before_it_is_read(self, container: Container) -> None:
+        app = create_app(container=container, run_workers=False)
+        sock = listening_socket("127.0.0.1", 0, reuse_port=False)
+        port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            app, http=bounded_protocol(8192), lifespan="on", log_config=None, access_log=False
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        try:
+            while not server.started:
+                await asyncio.sleep(0.01)
+            huge = b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: " + b"a" * (4 * 1024 * 1024)
+            answer = await self._exchange(port, huge)  # never finished: no CRLF CRLF
+            status_line, _, rest = answer.partition(b"\r\n")
+            assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large", answer[:200]
+            head, _, body = rest.partition(b"\r\n\r\n")
+            assert b"content-type: application/problem+json" in head
+            problem = json.loads(body)
+            assert (problem["status"], problem["code"]) == (431, "headers_too_large")
+
+            fine = b"GET /healthz HTTP/1.1\r\nhost: t\r\nx-pad: " + b"a" * 4000
+            answer = await self._exchange(port, fine + b"\r\nconnection: close\r\n\r\n")
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        finally:
+            server.should_exit = True
+            await task
 
 
 # -- item 12: contract gaps ------------------------------------------------------------------------
