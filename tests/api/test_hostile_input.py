@@ -506,6 +506,24 @@ class TestContractGaps:
         assert set(TEST_CARDS) == {card for card in CARDS if card.startswith("pm_card_")}
 
 
+@pytest.mark.parametrize(
+    "content",
+    [b"[" * 100_000 + b"]" * 100_000, b'"\\ud800"', b'{"a": "\\udfff"}', b"9" * 5000],
+    ids=["deeply_nested", "lone_surrogate", "lone_surrogate_in_object", "5000_digits"],
+)
+async def test_a_hostile_body_on_a_route_without_a_body_model_is_no_500(
+    api: Api, content: bytes
+) -> None:
+    """Routes that ignore their body still fingerprint it for the idempotency key."""
+    for path in ("/api/v1/payments/reconcile", "/api/v1/admin/webhooks/events/whe_x/replay"):
+        response = await api.client.post(
+            path,
+            content=content,
+            headers={**headers(ADMIN_KEY, new_key()), "content-type": "application/json"},
+        )
+        assert response.status_code in (202, 404), (path, response.text)
+
+
 async def test_nothing_here_answered_500(client: httpx.AsyncClient) -> None:
     """A smoke pass over the inputs above in one place, for a quick look at the whole edge."""
     hdrs = {**headers(ADMIN_KEY, new_key()), "content-type": "application/json"}
