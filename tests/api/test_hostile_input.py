@@ -530,3 +530,17 @@ async def test_nothing_here_answered_500(client: httpx.AsyncClient) -> None:
     for path in ("/api/v1/payments/%00", "/api/v1/orders/%00", "/api/v1/payments?cursor=%00"):
         response = await client.get(path, headers=hdrs)
         assert response.status_code < 500, (path, response.text)
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "-1", "1" * 40, "abc"])
+async def test_a_strange_content_length_is_no_500(api: Api, length: str) -> None:
+    """Not a number the guard can trust: left to the server and the body's own reading."""
+    response = await api.client.post(
+        "/api/v1/webhooks/mock",
+        content=b"{}",
+        headers=[
+            (b"content-type", b"application/json"),
+            (b"content-length", length.encode("latin-1")),
+        ],
+    )
+    assert response.status_code < 500, response.text

@@ -59,7 +59,7 @@ class CheckoutSnapshot:
             raise ValidationFailed("items", "a quote needs at least one item")
         currency = items[0].unit_amount.currency
         subtotal_minor = sum(item.unit_amount.minor * item.quantity for item in items)
-        if max(subtotal_minor, subtotal_minor + shipping.minor + tax.minor) > MAX_MINOR:
+        if subtotal_minor + shipping.minor + tax.minor > MAX_MINOR:
             # Checked on the integers, before any line total or sum becomes a Money.
             raise ValidationFailed("items", "the quote's total is too large")
         subtotal = Money(subtotal_minor, currency)

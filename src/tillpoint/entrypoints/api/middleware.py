@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tillpoint.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
@@ -81,8 +82,12 @@ class RequestContextMiddleware:
             structlog.contextvars.clear_contextvars()
 
 
-class PayloadTooLarge(Exception):
-    """The body grew past the cap while the app was reading it."""
+class PayloadTooLarge(HTTPException):
+    """The body grew past the cap while the app was reading it (an HTTP error, so FastAPI's
+    body parsing passes it on instead of calling it a 400, and nothing logs it as a crash)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, "the request body is too large")
 
 
 class EdgeGuardMiddleware:
@@ -185,7 +190,7 @@ def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name.lower() == b"content-length":
             text = value.decode("latin-1").strip()
-            return int(text) if text.isdigit() and len(text) <= 20 else None
+            return int(text) if text.isascii() and text.isdigit() and len(text) <= 20 else None
     return None
 
 
