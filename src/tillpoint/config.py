@@ -16,6 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from tillpoint.domain.order import FailurePolicy
 from tillpoint.service.messages import EventDialect
 
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+
 _DURATION = re.compile(r"(?P<n>[0-9]+)(?P<unit>ms|s|m|h|d)")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
@@ -100,6 +103,9 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
+    # Requests beyond these limits are refused (413, 431) before they are read into memory.
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024**3)
+    max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024**2)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     run_workers_in_api: bool | None = None

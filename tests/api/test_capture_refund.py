@@ -77,7 +77,7 @@ class TestCaptureThenRefund:
         nothing_left = await api.post(
             f"/api/v1/payments/{pid}/refund", {"amount": "0.01"}, key=ADMIN_KEY
         )
-        assert_problem(nothing_left, 409, "invalid_state_transition")
+        assert_problem(nothing_left, 409, "amount_exceeds_refundable")
         assert (await api.payment_state(pid))["refunded_amount"] == "80.00"
 
     async def test_one_full_refund_refunds_payment_and_order(self, api: Api) -> None:

@@ -20,6 +20,7 @@ from tillpoint.domain.errors import (
     InvalidStateTransition,
 )
 from tillpoint.domain.ids import new_id
+from tillpoint.domain.mock_cards import check_test_card
 from tillpoint.domain.money import Money
 
 
@@ -153,6 +154,7 @@ class Operation:
     updated_at: datetime
     provider_reference: str | None = None
     refund_id: str | None = None
+    reason: str | None = None  # the client's reason for the operation (a void's)
     error_code: str | None = None
     error_message: str | None = None
     check_count: int = 0
@@ -259,6 +261,7 @@ class Payment:
         request_key: str | None,
         now: datetime,
     ) -> Payment:
+        check_test_card(provider, payment_method.token)
         payment = cls(
             id=new_id("pay"),
             order_id=order_id,
@@ -311,6 +314,7 @@ class Payment:
         now: datetime,
         refund_id: str | None = None,
         request_key: str | None = None,
+        reason: str | None = None,
     ) -> Operation:
         """A `PENDING` operation whose provider key derives from our ids (`pay_…:capture:1`)."""
         self.operation_count += 1
@@ -326,6 +330,7 @@ class Payment:
             updated_at=now,
             refund_id=refund_id,
             request_key=request_key,
+            reason=reason,
         )
 
     def begin_confirmation(
@@ -337,6 +342,7 @@ class Payment:
                 payment_id=self.id,
             )
         if method is not None:
+            check_test_card(self.provider, method.token)
             self.payment_method = method
         kind = (
             OperationKind.SALE
@@ -361,13 +367,19 @@ class Payment:
             )
         return self.begin_operation(OperationKind.CAPTURE, amount, now, request_key=request_key)
 
-    def begin_void(self, now: datetime, request_key: str | None = None) -> Operation:
+    def begin_void(
+        self, now: datetime, request_key: str | None = None, reason: str | None = None
+    ) -> Operation:
+        """The void's `reason` rides on its operation, so `canceled(op.reason, …)` publishes it
+        whoever records the provider's answer."""
         if not can_move(self.status, PaymentStatus.CANCELED):
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status} and can no longer be voided",
                 payment_id=self.id,
             )
-        return self.begin_operation(OperationKind.VOID, self.amount, now, request_key=request_key)
+        return self.begin_operation(
+            OperationKind.VOID, self.amount, now, request_key=request_key, reason=reason
+        )
 
     def begin_refund(
         self,
@@ -376,6 +388,11 @@ class Payment:
         now: datetime,
         request_key: str | None = None,
     ) -> tuple[Refund, Operation]:
+        if self.status is PaymentStatus.REFUNDED:
+            raise AmountExceedsRefundable(
+                f"payment {self.id} is fully refunded: nothing is left to refund",
+                payment_id=self.id,
+            )
         if self.status not in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status}; only a captured payment can be refunded",
@@ -405,7 +422,7 @@ class Payment:
     ) -> Operation:
         """Cancel a payment that never reached its provider. The void is recorded as a finished
         operation with no provider call, so a retry of the same request finds it."""
-        op = self.begin_void(now, request_key)
+        op = self.begin_void(now, request_key, reason)
         self.canceled(reason, now, source)
         op.succeed(now, None)
         op.error_message = "canceled before it reached the provider"

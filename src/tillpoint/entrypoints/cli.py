@@ -53,7 +53,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         database=settings.database_url.split("@")[-1],
         broker=bool(settings.broker_url),
     )
-    serving.serve(args.host, args.port, args.workers)
+    serving.serve(args.host, args.port, args.workers, max_header_bytes=settings.max_header_bytes)
     return 0
 
 

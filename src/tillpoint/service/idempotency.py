@@ -73,7 +73,8 @@ def fingerprint(path: str, body: Any) -> str:
     canonical = json.dumps(
         {"path": path, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    # `surrogatepass`: JSON may carry a lone surrogate (`"\ud800"`), which plain UTF-8 refuses.
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # Outcomes that are never stored, so a corrected retry with the same key proceeds.

@@ -246,7 +246,7 @@ async def apply_result(
         case (OperationKind.REFUND, _):
             _reschedule(op, now, f"refund is {result.status}", deps=deps)
         case (OperationKind.VOID, ProviderStatus.CANCELED):
-            payment.canceled(None, now, source)
+            payment.canceled(op.reason, now, source)
             op.succeed(now, result.reference)
         case (OperationKind.VOID, ProviderStatus.FAILED):
             op.fail(now, result.failure_code, result.failure_message)
@@ -632,7 +632,7 @@ async def void_payment(
             await uow.payments.save(payment)
             await uow.commit()
             return None
-        return Begun(payment.begin_void(now, request_key))
+        return Begun(payment.begin_void(now, request_key, reason))
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         ref = payment.provider_payment_id or op.idempotency_key

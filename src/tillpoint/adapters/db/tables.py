@@ -202,6 +202,7 @@ payment_transactions = sa.Table(
     sa.Column("refund_id", sa.String(40)),
     # The request that sent this operation: its retry resumes this row (same provider key).
     sa.Column("request_key", sa.String(64)),
+    sa.Column("reason", sa.String(500)),  # the client's reason (a void's)
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.String(500)),
     sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),

@@ -12,7 +12,7 @@ from tillpoint import __version__
 from tillpoint.bootstrap import Container, build
 from tillpoint.config import Settings
 from tillpoint.entrypoints.api import errors
-from tillpoint.entrypoints.api.middleware import RequestContextMiddleware
+from tillpoint.entrypoints.api.middleware import EdgeGuardMiddleware, RequestContextMiddleware
 from tillpoint.entrypoints.api.routes import admin, health, orders, payments, webhooks
 from tillpoint.entrypoints.worker import Worker
 
@@ -52,6 +52,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(EdgeGuardMiddleware)  # inside: its refusals carry the request id
     app.add_middleware(RequestContextMiddleware)
     for module in (health, orders, payments, admin, webhooks):
         app.include_router(module.router)

@@ -76,7 +76,7 @@ async def idempotent(
     raw = await request.body()
     try:
         body = json.loads(raw) if raw else None
-    except ValueError:  # a route without a body model ignores it; fingerprint it as text
+    except (ValueError, RecursionError):  # a route without a body model ignores it: as text
         body = raw.decode("utf-8", errors="replace")
     key = _key(request, body, body_key)
     structlog.contextvars.bind_contextvars(idempotency_key=key)  # on every line of this request

@@ -66,7 +66,8 @@ async def receive(provider: str, request: Request, container: ContainerDep) -> A
             "the webhook signature is missing or invalid, or its timestamp is outside ±5 minutes",
         )
     except MalformedEvent as exc:
-        return problem("validation_error", f"signed, but not a webhook event: {exc}")
+        # Only an event without a usable id or type gets here: anything identifiable is stored.
+        return problem("malformed_json", f"signed, but not a webhook event: {exc}")
     return {"received": True, "duplicate": duplicate}
 
 
