@@ -201,12 +201,13 @@ async def rabbit_client(rabbit_container: Container) -> AsyncIterator[httpx.Asyn
 
 class TcpProxy:
     """A loopback TCP relay to RabbitMQ that a test can cut and restore, as a network would;
-    with `delay`, everything the broker sends is held back that long (a slow link)."""
+    with `delay`, everything the broker sends is held back that long (a slow link).
 
-    def __init__(
-        self, port: int, target: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0
-    ) -> None:
-        self.port = port
+    The first `start()` listens on a port the kernel picks (`port` is 0 until then); a restart
+    after `cut()` listens on that same port again, as a network link coming back would."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0) -> None:
+        self.port = 0
         self.target = target
         self.delay = delay
         self._server: asyncio.Server | None = None
@@ -219,6 +220,7 @@ class TcpProxy:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
         server, self._server = self._server, None

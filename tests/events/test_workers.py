@@ -68,7 +68,7 @@ class WorkerProcess:
 
 @pytest.fixture
 async def slow_link() -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(8402, delay=0.1)
+    proxy = TcpProxy(delay=0.1)
     await proxy.start()
     try:
         yield proxy
