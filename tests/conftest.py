@@ -132,8 +132,8 @@ def wipeable(url: str) -> str:
 
 
 def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine to completion in a thread of its own (callable from sync code and from
-    inside a running event loop alike)."""
+    """Run a coroutine to completion in a thread of its own: callable from sync code and from
+    inside a running event loop alike, and it leaves the caller's event loop alone."""
     box: dict[str, Any] = {}
 
     def target() -> None:
@@ -143,8 +143,11 @@ def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
             box["error"] = exc
 
     thread = threading.Thread(target=target, name="tillpoint-test-db")
-    thread.start()
-    thread.join()
+    try:
+        thread.start()
+        thread.join()
+    except RuntimeError:  # no new threads at interpreter shutdown (atexit, Python >= 3.12)
+        target()
     if "error" in box:
         raise box["error"]
     value: T = box["value"]

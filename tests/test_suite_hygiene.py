@@ -4,7 +4,6 @@ These tests prove the rules of tests/conftest.py where they can be proved."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import socket
@@ -41,7 +40,7 @@ def database_names() -> set[str]:
         finally:
             await conn.close()
 
-    return asyncio.run(names())
+    return conftest._run(names)
 
 
 @pytest.mark.parametrize(
