@@ -79,7 +79,7 @@ async def server(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
                 assert process.poll() is None, (tmp_path / "serve.log").read_text()
                 return (await http.get("/healthz")).status_code == 200
 
-            await _until(up, "the server never came up")
+            await _until(up, "the server never came up", timeout=120.0)  # a loaded machine
             yield http
     finally:
         process.send_signal(signal.SIGTERM)
