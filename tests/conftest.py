@@ -1,24 +1,42 @@
 """Shared fixtures. Every API test runs on SQLite and on PostgreSQL.
 
-PostgreSQL is `TILLPOINT_TEST_DATABASE_URL` (default: the `test` database on 127.0.0.1:5432).
-When it is unreachable its tests skip with the reason — except under `CI=true`, where they fail.
+The suite is safe to run on a shared machine, next to other runs of itself:
+
+* PostgreSQL: by default each session creates its own database, `tillpoint_test_<random>`,
+  through the server's `postgres` maintenance database at 127.0.0.1:5432, and drops it
+  (`DROP DATABASE … WITH (FORCE)`) when the session ends, failed or not (an `atexit` hook
+  covers an interrupted run; SIGTERM is turned into an interrupt). It never drops a database it
+  did not create. An explicit `TILLPOINT_TEST_DATABASE_URL` is wiped and kept; it is accepted
+  only when its database name starts with `tillpoint_test` or `tp_` (see `wipeable`).
+* Ports: every server, proxy and "nothing listens here" port is picked at runtime
+  (`free_port`, `closed_port`, or a bind to port 0); no test names a port of its own.
+* RabbitMQ: exchanges and queues carry a random suffix and are deleted in teardown
+  (tests/events/conftest.py).
+
+When PostgreSQL or RabbitMQ is unreachable their tests skip with the reason — except under
+`CI=true`, where they fail.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import os
+import re
 import secrets
+import signal
 import socket
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import migrate
@@ -27,9 +45,12 @@ from tillpoint.config import ApiKey, Settings
 from tillpoint.entrypoints.api.app import create_app
 
 CI = os.environ.get("CI", "").lower() == "true"
-PG_URL = os.environ.get(
-    "TILLPOINT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
+DATABASE_URL_VARIABLE = "TILLPOINT_TEST_DATABASE_URL"
+# The server on which the suite creates its own databases (through `postgres`, trust auth).
+PG_SERVER_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+CREATED_PREFIX = "tillpoint_test_"
+# A database the suite may wipe: only these names. `test`, `postgres`, `tillpoint`, … never.
+WIPEABLE = re.compile(r"^(tillpoint_test|tp_)[a-z0-9_]*$")
 ADMIN_KEY = "test-admin-key-0123456789"
 SERVICE_KEY = "test-service-key-0123456789"
 CUSTOMER_KEY = "test-customer-key-0123456789"
@@ -41,6 +62,8 @@ API_KEYS = [
     {"key": SERVICE_KEY, "role": "service"},
     {"key": CUSTOMER_KEY, "role": "customer", "subject": CUSTOMER_SUBJECT},
 ]
+
+T = TypeVar("T")
 
 
 def reachable(host: str, port: int) -> bool:
@@ -61,16 +84,197 @@ def need_service(name: str, host: str, port: int) -> None:
     pytest.skip(reason)
 
 
+# --- ports ---------------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now, chosen by the kernel (bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port that refuses connections for as long as the block runs: it is bound (so nobody
+    else can take it) but never listens."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        yield sock.getsockname()[1]
+
+
+# --- PostgreSQL databases ------------------------------------------------------------------
+
+
+class UnsafeTestDatabase(pytest.UsageError):
+    """TILLPOINT_TEST_DATABASE_URL names a database the suite must not wipe."""
+
+
+def wipeable(url: str) -> str:
+    """`url` if its database may be wiped by the suite; raises `UnsafeTestDatabase` otherwise.
+
+    The rule: a PostgreSQL URL whose database name starts with `tillpoint_test` or `tp_`
+    (lower-case letters, digits and `_`). The suite drops and recreates its `public` schema.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception as exc:
+        raise UnsafeTestDatabase(f"{DATABASE_URL_VARIABLE}={url!r} is not a URL: {exc}") from exc
+    name = parsed.database or ""
+    if not parsed.drivername.startswith("postgresql") or not WIPEABLE.match(name):
+        raise UnsafeTestDatabase(
+            f"refusing {DATABASE_URL_VARIABLE}={parsed.render_as_string(hide_password=True)}: "
+            f"the suite wipes that database, so its name must start with 'tillpoint_test' or "
+            f"'tp_' (got {name!r}). Unset the variable to let the suite create and drop its own."
+        )
+    return url
+
+
+def _run(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine to completion in a thread of its own: callable from sync code and from
+    inside a running event loop alike, and it leaves the caller's event loop alone."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(make())
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="tillpoint-test-db")
+    try:
+        thread.start()
+        thread.join()
+    except RuntimeError:  # no new threads at interpreter shutdown (atexit, Python >= 3.12)
+        target()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
+
+
+def _asyncpg_args(url: URL) -> dict[str, Any]:
+    return {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "user": url.username or "postgres",
+        "password": url.password,
+        "database": url.database,
+        "timeout": 10,
+    }
+
+
+# Databases this process created and has not dropped yet: the only ones it ever drops.
+_created: set[str] = set()
+_created_lock = threading.Lock()
+
+
+def create_database() -> str:
+    """Create a new, empty `tillpoint_test_<random>` database; returns its URL."""
+    import asyncpg
+
+    server = make_url(PG_SERVER_URL)
+    name = f"{CREATED_PREFIX}{secrets.token_hex(6)}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(**_asyncpg_args(server))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+            with _created_lock:
+                _created.add(name)
+            await conn.execute(
+                f'COMMENT ON DATABASE "{name}" IS \'tillpoint test suite, pid {os.getpid()} '
+                f"on {socket.gethostname()}; dropped when that run ends'"
+            )
+        finally:
+            await conn.close()
+
+    _run(create)
+    return server.set(database=name).render_as_string(hide_password=False)
+
+
+def drop_database(name: str) -> None:
+    """Drop a database this process created (and only such a database)."""
+    import asyncpg
+
+    with _created_lock:
+        if name not in _created:
+            raise ValueError(f"{name!r} was not created by this test run; not dropping it")
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(**_asyncpg_args(make_url(PG_SERVER_URL)))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    _run(drop)
+    with _created_lock:
+        _created.discard(name)
+
+
+def drop_created_databases() -> list[str]:
+    """Drop every database this process created; returns the names dropped."""
+    dropped = []
+    for name in sorted(_created):
+        try:
+            drop_database(name)
+            dropped.append(name)
+        except Exception as exc:  # report, keep going: the others must go too
+            print(f"tillpoint tests: could not drop database {name}: {exc}")
+    return dropped
+
+
+atexit.register(drop_created_databases)  # an interrupted run leaves nothing behind either
+
+_session_url: str | None = None
+_session_lock = threading.Lock()
+
+
 def postgres_url() -> str:
-    url = make_url(PG_URL)
+    """The session's PostgreSQL database (skips or, under CI=true, fails without a server).
+
+    `TILLPOINT_TEST_DATABASE_URL` when set (checked by `wipeable`); otherwise a database
+    created for this session on first use and dropped at its end."""
+    global _session_url
+    explicit = os.environ.get(DATABASE_URL_VARIABLE)
+    url = make_url(explicit or PG_SERVER_URL)
     need_service("PostgreSQL", url.host or "127.0.0.1", url.port or 5432)
-    return PG_URL
+    if explicit:
+        return wipeable(explicit)
+    with _session_lock:
+        if _session_url is None:
+            try:
+                _session_url = create_database()
+            except Exception as exc:
+                reason = f"could not create a test database on {PG_SERVER_URL}: {exc!r}"
+                if CI:
+                    pytest.fail(f"{reason}; under CI=true PostgreSQL is mandatory")
+                pytest.skip(reason)
+        return _session_url
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    explicit = os.environ.get(DATABASE_URL_VARIABLE)
+    if explicit:
+        wipeable(explicit)  # refuse before any test runs
+    # `kill <pid>` / `timeout` end the run like Ctrl-C does: teardown and the drop still run.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+@pytest.hookimpl(trylast=True)  # after the fixtures' teardown closed their connections
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    drop_created_databases()
 
 
 def reset_database(url: str) -> None:
     """A clean schema at the newest migration (blocking: run it in a thread)."""
     if url.startswith("postgresql"):
         import sqlalchemy as sa
+
+        wipeable(url)  # the last line of defence: never wipe a database not meant for it
 
         async def drop() -> None:
             from sqlalchemy.ext.asyncio import create_async_engine

@@ -24,11 +24,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.conftest import API_KEYS, postgres_url
+from tests.conftest import API_KEYS, free_port, postgres_url
 
 TILLPOINT = str(Path(sys.executable).with_name("tillpoint"))
 HOST = "127.0.0.1"
-STARTUP_TIMEOUT = 60.0
+# A bound, not a wait: on a loaded shared machine the imports alone can take 30 s.
+STARTUP_TIMEOUT = 120.0
 MOCK_WEBHOOK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
@@ -98,32 +99,56 @@ def migrate(database_url: str, workdir: Path) -> None:
 
 
 def start_server(
-    database_url: str, port: int, workdir: Path, *, workers: int = 1, **settings: str
+    database_url: str, workdir: Path, *, workers: int = 1, attempts: int = 3, **settings: str
 ) -> Server:
-    """Start `tillpoint serve` and wait for /healthz; the caller must `kill()` it."""
-    log = workdir / f"server-{port}-{time.monotonic_ns()}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [TILLPOINT, "serve", "--host", HOST, "--port", str(port), "--workers", str(workers)],
-            env=server_env(database_url, workdir / ".tillpoint", **settings),
-            cwd=workdir,  # no stray .env file is picked up
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    server = Server(port, proc, log)
-    try:
-        wait_healthy(server)
-    except BaseException:
-        server.kill()
-        raise
-    return server
+    """Start `tillpoint serve` on a free port and wait for /healthz; the caller must `kill()` it.
+
+    The port is chosen by the kernel; should someone else take it between our choice and the
+    server's bind, the server exits at once and we start it again on another port."""
+    for attempt in range(1, attempts + 1):
+        port = free_port(HOST)
+        log = workdir / f"server-{port}-{time.monotonic_ns()}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [
+                    TILLPOINT,
+                    "serve",
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    str(workers),
+                ],
+                env=server_env(database_url, workdir / ".tillpoint", **settings),
+                cwd=workdir,  # no stray .env file is picked up
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        server = Server(port, proc, log)
+        try:
+            wait_healthy(server, port_taken_is_fatal=attempt == attempts)
+        except PortTaken:
+            server.kill()
+            continue
+        except BaseException:
+            server.kill()
+            raise
+        return server
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
-def wait_healthy(server: Server) -> None:
+class PortTaken(Exception):
+    """The server could not bind its port: someone else took it first."""
+
+
+def wait_healthy(server: Server, *, port_taken_is_fatal: bool = True) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if server.proc.poll() is not None:
+            if not port_taken_is_fatal and "address already in use" in server.log_tail().lower():
+                raise PortTaken(server.port)
             pytest.fail(f"server exited with {server.proc.returncode}:\n{server.log_tail()}")
         try:
             if httpx.get(f"{server.base_url}/healthz", timeout=2).status_code == 200:
@@ -150,7 +175,7 @@ def e2e_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def server(e2e_database_url: str, e2e_workdir: Path) -> Iterator[Server]:
     """A two-process API (uvicorn --workers 2) started once for a module's tests."""
-    current = start_server(e2e_database_url, 8201, e2e_workdir, workers=2, mock_delay_ms="50")
+    current = start_server(e2e_database_url, e2e_workdir, workers=2, mock_delay_ms="50")
     try:
         yield current
     finally:

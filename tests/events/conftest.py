@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -208,19 +209,119 @@ async def rabbit_client(rabbit_container: Container) -> AsyncIterator[httpx.Asyn
         yield http
 
 
+class ConfirmTracker:
+    """Follows one AMQP 0-9-1 connection through a proxy and knows which of the client's
+    publishes the broker's confirms (`basic.ack`/`basic.nack`) have *reached the client*.
+
+    Feed it the bytes as they are forwarded: `client` the ones sent to the broker, `broker` the
+    ones sent to the client. Publisher confirms number the publishes of a channel in confirm
+    mode 1, 2, 3, …; an ack settles one tag, or every tag up to it with `multiple`."""
+
+    PROTOCOL_HEADER = b"AMQP\x00\x00\x09\x01"
+
+    @dataclass
+    class _Channel:
+        confirming: bool = False
+        next_tag: int = 1
+        acked_up_to: int = 0
+        acked: set[int] = field(default_factory=set)
+        # tag -> [body size, body so far]; complete publishes move to `published`
+        content: list[Any] | None = None
+        published: dict[int, bytes] = field(default_factory=dict)
+
+    def __init__(self) -> None:
+        self._from_client = b""
+        self._from_broker = b""
+        self._header_seen = False
+        self._channels: dict[int, ConfirmTracker._Channel] = {}
+
+    def client(self, data: bytes) -> None:
+        self._from_client += data
+        if not self._header_seen:
+            if len(self._from_client) < len(self.PROTOCOL_HEADER):
+                return
+            self._from_client = self._from_client[len(self.PROTOCOL_HEADER) :]
+            self._header_seen = True
+        self._from_client = self._frames(self._from_client, self._client_frame)
+
+    def broker(self, data: bytes) -> None:
+        self._from_broker = self._frames(self._from_broker + data, self._broker_frame)
+
+    def unconfirmed(self) -> list[bytes]:
+        """Bodies the client published whose confirm it has not received yet."""
+        return [
+            body
+            for channel in self._channels.values()
+            for tag, body in channel.published.items()
+            if tag > channel.acked_up_to and tag not in channel.acked
+        ]
+
+    @staticmethod
+    def _frames(buffer: bytes, handle: Callable[[int, int, bytes], None]) -> bytes:
+        while len(buffer) >= 7:
+            kind, channel, size = struct.unpack(">BHI", buffer[:7])
+            if len(buffer) < 7 + size + 1:
+                break
+            handle(kind, channel, buffer[7 : 7 + size])
+            buffer = buffer[7 + size + 1 :]
+        return buffer
+
+    def _client_frame(self, kind: int, number: int, payload: bytes) -> None:
+        if kind == 1:  # method
+            method = struct.unpack(">HH", payload[:4])
+            if method == (20, 10):  # channel.open: a fresh numbering
+                self._channels[number] = self._Channel()
+            channel = self._channels.setdefault(number, self._Channel())
+            if method == (85, 10):  # confirm.select
+                channel.confirming = True
+            elif method == (60, 40) and channel.confirming:  # basic.publish
+                channel.content = [channel.next_tag, None, b""]
+                channel.next_tag += 1
+        elif kind in (2, 3) and (channel := self._channels.get(number)) and channel.content:
+            if kind == 2:  # content header: class, weight, body size
+                channel.content[1] = struct.unpack(">Q", payload[4:12])[0]
+            else:
+                channel.content[2] += payload
+            tag, size, body = channel.content
+            if size is not None and len(body) >= size:
+                channel.published[tag] = body
+                channel.content = None
+
+    def _broker_frame(self, kind: int, number: int, payload: bytes) -> None:
+        channel = self._channels.get(number)
+        if kind != 1 or channel is None:
+            return
+        if struct.unpack(">HH", payload[:4]) in ((60, 80), (60, 120)):  # basic.ack / nack
+            tag, bits = struct.unpack(">QB", payload[4:13])
+            if bits & 1:
+                channel.acked_up_to = max(channel.acked_up_to, tag)
+            else:
+                channel.acked.add(tag)
+
+
 class TcpProxy:
     """A loopback TCP relay to RabbitMQ that a test can cut and restore, as a network would;
-    with `delay`, everything the broker sends is held back that long (a slow link)."""
+    with `delay`, everything the broker sends is held back that long (a slow link).
 
-    def __init__(
-        self, port: int, target: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0
-    ) -> None:
-        self.port = port
+    The first `start()` listens on a port the kernel picks (`port` is 0 until then); a restart
+    after `cut()` listens on that same port again, as a network link coming back would.
+
+    `unconfirmed()` lists the bodies published through the proxy whose publisher confirm has
+    not been passed on to the publisher yet: a publisher waiting for one of them cannot have
+    finished its batch. It is exact for as long as the caller does not yield to the event loop
+    (the proxy runs in it)."""
+
+    def __init__(self, target: tuple[str, int] = ("127.0.0.1", 5672), delay: float = 0.0) -> None:
+        self.port = 0
         self.target = target
         self.delay = delay
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._trackers: list[ConfirmTracker] = []
+
+    def unconfirmed(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for t in self._trackers for body in t.unconfirmed()]
 
     @property
     def url(self) -> str:
@@ -228,6 +329,7 @@ class TcpProxy:
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
 
     async def cut(self) -> None:
         server, self._server = self._server, None
@@ -252,9 +354,12 @@ class TcpProxy:
             self._tasks.discard(task)
             return
         self._writers.add(up_writer)
+        tracker = ConfirmTracker()
+        self._trackers.append(tracker)
         try:
             await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer, self.delay)
+                self._pipe(reader, up_writer, tracker.client),
+                self._pipe(up_reader, writer, tracker.broker, self.delay),
             )
         finally:
             for w in (writer, up_writer):
@@ -266,12 +371,16 @@ class TcpProxy:
 
     @staticmethod
     async def _pipe(
-        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float = 0.0
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        observe: Callable[[bytes], None],
+        delay: float = 0.0,
     ) -> None:
         try:
             while data := await reader.read(65536):
                 if delay:
                     await asyncio.sleep(delay)
+                observe(data)  # what is forwarded, in the same step as forwarding it
                 writer.write(data)
                 await writer.drain()
         except (OSError, ConnectionError):

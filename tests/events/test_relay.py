@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.conftest import SERVICE_KEY, headers, new_key, settings_for
+from tests.conftest import SERVICE_KEY, closed_port, headers, new_key, settings_for
 from tests.events.conftest import Broker, TcpProxy, api_client
 from tillpoint.adapters.brokers.inprocess import InProcessBroker, topic_matches
 from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
@@ -240,7 +240,7 @@ async def captured_payment(url: str, *, commit: bool = True) -> str:
 async def test_broker_outage_loses_nothing_and_publishes_nothing_rolled_back(
     rabbit_container: Container, rabbit_client: httpx.AsyncClient, broker: Broker, pg_url: str
 ) -> None:
-    proxy = TcpProxy(8401)
+    proxy = TcpProxy()
     await proxy.start()
     publisher = RabbitPublisher(
         proxy.url,
@@ -303,12 +303,13 @@ async def test_broker_outage_loses_nothing_and_publishes_nothing_rolled_back(
 
 @pytest.mark.postgres
 async def test_readiness_reports_an_unreachable_broker(pg_url: str) -> None:
-    current = build(settings_for(pg_url, broker_url="amqp://guest:guest@127.0.0.1:8403/"))
-    try:
-        assert isinstance(current.publisher, RabbitPublisher)
-        async for http in api_client(current):
-            ready = await http.get("/healthz/ready")
-            assert ready.status_code == 503
-            assert ready.json()["checks"] == {"database": "UP", "broker": "DOWN"}
-    finally:
-        await current.aclose()
+    with closed_port() as port:  # bound, never listening: connections are refused
+        current = build(settings_for(pg_url, broker_url=f"amqp://guest:guest@127.0.0.1:{port}/"))
+        try:
+            assert isinstance(current.publisher, RabbitPublisher)
+            async for http in api_client(current):
+                ready = await http.get("/healthz/ready")
+                assert ready.status_code == 503
+                assert ready.json()["checks"] == {"database": "UP", "broker": "DOWN"}
+        finally:
+            await current.aclose()

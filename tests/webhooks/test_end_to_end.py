@@ -20,13 +20,12 @@ from tests.conftest import (
     API_KEYS,
     MOCK_WEBHOOK_SECRET,
     SERVICE_KEY,
+    free_port,
     headers,
     new_key,
     postgres_url,
 )
 
-PORT = 8301
-BASE = f"http://127.0.0.1:{PORT}"
 TILLPOINT = Path(sys.executable).with_name("tillpoint")
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -49,12 +48,15 @@ async def _until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     url = postgres_url()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
     env = {
-        **os.environ,
+        # no stray TILLPOINT_* setting (a broker URL, say) reaches the server
+        **{k: v for k, v in os.environ.items() if not k.startswith("TILLPOINT_")},
         "TILLPOINT_DATABASE_URL": url,
         "TILLPOINT_API_KEYS": json.dumps(API_KEYS),
         "TILLPOINT_MOCK_WEBHOOK_SECRET": MOCK_WEBHOOK_SECRET,
-        "TILLPOINT_MOCK_WEBHOOK_URL": f"{BASE}/api/v1/webhooks/mock",
+        "TILLPOINT_MOCK_WEBHOOK_URL": f"{base}/api/v1/webhooks/mock",
         "TILLPOINT_MOCK_DELAY_MS": "200",
         "TILLPOINT_RUN_WORKERS_IN_API": "true",
         "TILLPOINT_WEBHOOK_RETRY_BASE": "1s",  # should the webhook overtake our own commit
@@ -64,20 +66,20 @@ async def server(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     subprocess.run([str(TILLPOINT), "migrate"], env=env, check=True, capture_output=True)
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(
-        [str(TILLPOINT), "serve", "--host", "127.0.0.1", "--port", str(PORT)],
+        [str(TILLPOINT), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,
     )
     try:
-        async with httpx.AsyncClient(base_url=BASE, timeout=10.0) as http:
+        async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
 
             async def up() -> bool:
                 assert process.poll() is None, (tmp_path / "serve.log").read_text()
                 return (await http.get("/healthz")).status_code == 200
 
-            await _until(up, "the server never came up")
+            await _until(up, "the server never came up", timeout=120.0)  # a loaded machine
             yield http
     finally:
         process.send_signal(signal.SIGTERM)
