@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +35,6 @@ from tests.e2e.test_crash_recovery import retry_until_not_in_use
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 PROVIDER_POINTS = ("before_provider_call", "after_provider_call", "after_commit")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -215,7 +207,7 @@ async def send(http: httpx.AsyncClient, request: Request, key: str) -> httpx.Res
 @pytest.fixture(scope="module")
 def healthy(e2e_database_url: str, e2e_workdir: Path) -> Iterator[Server]:
     """The process that prepares each case and takes the retries (it never crashes)."""
-    server = start_server(e2e_database_url, free_port(), e2e_workdir, idempotency_lock_timeout="1s")
+    server = start_server(e2e_database_url, e2e_workdir, idempotency_lock_timeout="1s")
     try:
         yield server
     finally:
@@ -247,7 +239,6 @@ async def test_a_retry_after_a_crash_has_one_effect_and_the_same_answer(
     key = new_key()
     doomed = start_server(
         e2e_database_url,
-        free_port(),
         e2e_workdir,
         test_faults=f"kill_{point}@{case.name}",
         idempotency_lock_timeout="1s",
