@@ -310,6 +310,7 @@ async def test_readiness_reports_an_unreachable_broker(pg_url: str) -> None:
             async for http in api_client(current):
                 ready = await http.get("/healthz/ready")
                 assert ready.status_code == 503
-                assert ready.json()["checks"] == {"database": "UP", "broker": "DOWN"}
+                checks = ready.json()["checks"]
+                assert (checks["database"], checks["broker"]) == ("UP", "DOWN")
         finally:
             await current.aclose()
