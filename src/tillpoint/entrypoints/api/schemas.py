@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -18,6 +17,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from tillpoint.domain.cards import CARD_BRANDS, card_brand, carries_raw_card_data
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import HistoryEntry, Order
@@ -26,17 +26,33 @@ from tillpoint.domain.payment import (
     Payment,
     PaymentMethod,
     Refund,
-    carries_raw_card_data,
     rfc3339,
 )
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.service.ports import StoredEvent
 
+BRANDS = ", ".join(sorted(CARD_BRANDS))
 OrderId = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+RAW_CARD_MESSAGE = "raw card numbers and CVCs are never accepted: send a provider token"
+
+
+def refuse_raw_card_data(data: Any) -> Any:
+    """A card number (a Luhn-valid run of 12-19 digits) in any field but an identifier, or a
+    card-number/CVC field: 422 `raw_card_data_rejected`, before anything is stored."""
+    if carries_raw_card_data(data):
+        raise PydanticCustomError("raw_card_data", RAW_CARD_MESSAGE)
+    return data
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_raw_card(cls, data: Any) -> Any:
+        return refuse_raw_card_data(data)
 
 
 def money_of(amount: str, currency: str) -> Money:
@@ -97,12 +113,19 @@ class PaymentMethodIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_raw_card(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and carries_raw_card_data(data):
+        return refuse_raw_card_data(data)
+
+    @field_validator("brand")
+    @classmethod
+    def _brand(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        brand = card_brand(value)
+        if brand is None:
             raise PydanticCustomError(
-                "raw_card_data",
-                "raw card numbers and CVCs are never accepted: send a provider token",
+                "card_brand", "brand must be one of: {brands}", {"brands": BRANDS}
             )
-        return data
+        return brand
 
     @model_validator(mode="after")
     def _no_extra(self) -> Self:

@@ -1,0 +1,244 @@
+"""Card data we must never accept, store, return or publish, and how to recognise it.
+
+A card number (PAN) is a Luhn-valid run of 12-19 digits, written plain or grouped by spaces or
+dashes (`4242 4242 4242 4242`, `5555-5555-5555-4444`), wherever it sits in a string
+(`tok_4242424242424242`). A CVC is recognised by its field name only: three digits are not
+a secret on their own. Pure functions, no I/O: the API, the consumers, the dead-letter copies
+and the logs all use these.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+MIN_DIGITS: Final = 12
+MAX_DIGITS: Final = 19
+REDACTED: Final = "[REDACTED]"
+
+# Between two digits of one number: up to three spaces or dashes (`4111 - 1111 …`).
+_SEPARATOR: Final = r"[\s\-\u2010-\u2015\u2212]"
+_RUN: Final = re.compile(rf"\d(?:{_SEPARATOR}{{0,3}}\d)*")
+_GROUP: Final = re.compile(r"\d+")
+_HEXISH: Final = re.compile(r"[0-9A-Fa-f-]")
+# Digits inside a longer hex token (a UUID, a hash) are part of an identifier, not a card:
+# the token must reach this many characters past the digits and hold a hex letter.
+_HEX_MARGIN: Final = 8
+
+# Field names that hold a card number or a CVC, compared without case, `_`, `-` or spaces.
+RAW_CARD_FIELDS: Final = frozenset(
+    {
+        "number",
+        "cardnumber",
+        "pan",
+        "primaryaccountnumber",
+        "accountnumber",
+        "cvc",
+        "cvv",
+        "cvc2",
+        "cvv2",
+        "cid",
+        "securitycode",
+        "cardsecuritycode",
+        "cardverificationvalue",
+        "cardcode",
+    }
+)
+# Identifiers are not free text: they follow their own patterns, and a numeric order or event
+# id (seed 004's ids are numbers) may be Luhn-valid by chance. Their values are not checked.
+IDENTIFIER_FIELDS: Final = frozenset(
+    {
+        "orderid",
+        "eventid",
+        "messageid",
+        "snapshotid",
+        "variantid",
+        "paymentid",
+        "idempotencykey",
+        "correlationid",
+        "requestid",
+    }
+)
+
+CARD_BRANDS: Final = frozenset(
+    {
+        "visa",
+        "mastercard",
+        "amex",
+        "discover",
+        "diners",
+        "jcb",
+        "unionpay",
+        "maestro",
+        "cartes_bancaires",
+        "interac",
+        "eftpos",
+        "unknown",
+    }
+)
+_BRAND_ALIASES: Final[Mapping[str, str]] = {
+    "american_express": "amex",
+    "americanexpress": "amex",
+    "master_card": "mastercard",
+    "mc": "mastercard",
+    "diners_club": "diners",
+    "dinersclub": "diners",
+    "union_pay": "unionpay",
+    "china_unionpay": "unionpay",
+    "cb": "cartes_bancaires",
+    "cartesbancaires": "cartes_bancaires",
+}
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) check every card number passes; `digits` holds only digits."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _in_hex_token(text: str, start: int, end: int) -> bool:
+    begin, finish = start, end
+    while begin > 0 and _HEXISH.match(text[begin - 1]):
+        begin -= 1
+    while finish < len(text) and _HEXISH.match(text[finish]):
+        finish += 1
+    around = text[begin:start] + text[end:finish]
+    return len(around) >= _HEX_MARGIN and any(c.isalpha() for c in around)
+
+
+def _spans(text: str) -> Iterator[tuple[int, int]]:
+    """Where card numbers are: every run of whole digit groups holding 12-19 digits that
+    passes Luhn (so `4111111111111111 123`, a number and its CVC, is still found), unless
+    it is a piece of a hex identifier such as a UUID or a hash."""
+    for run in _RUN.finditer(text):
+        if _in_hex_token(text, run.start(), run.end()):
+            continue
+        groups = [(m.start() + run.start(), m.end() + run.start()) for m in _GROUP.finditer(run[0])]
+        for first, (start, _) in enumerate(groups):
+            digits = ""
+            for begin, end in groups[first:]:
+                digits += text[begin:end]
+                if len(digits) > MAX_DIGITS:
+                    break
+                if len(digits) >= MIN_DIGITS and luhn_valid(digits):
+                    yield start, end
+
+
+def find_card_numbers(text: str) -> list[str]:
+    """The card numbers in `text`, as written there."""
+    return [text[start:end] for start, end in _spans(text)]
+
+
+def mask_card_numbers(text: str, replacement: str = REDACTED) -> str:
+    """`text` with every card number replaced (overlapping finds are merged)."""
+    merged: list[list[int]] = []
+    for start, end in sorted(_spans(text)):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    for start, end in reversed(merged):
+        text = text[:start] + replacement + text[end:]
+    return text
+
+
+def field_key(name: object) -> str:
+    return re.sub(r"[\s_-]", "", str(name)).lower()
+
+
+def is_raw_card_field(name: object) -> bool:
+    return field_key(name) in RAW_CARD_FIELDS
+
+
+def _scalar_text(value: object) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float | Decimal):
+        return str(value)
+    return None
+
+
+def carries_raw_card_data(value: Any, *, identifiers: frozenset[str] = IDENTIFIER_FIELDS) -> bool:
+    """True when `value` (a parsed JSON document, at any depth) holds a card-number or CVC
+    field, or a card number in any key, string or number outside the identifier fields."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if is_raw_card_field(key) or find_card_numbers(str(key)):
+                return True
+            if field_key(key) in identifiers and not isinstance(item, Mapping | list | tuple):
+                continue
+            if carries_raw_card_data(item, identifiers=identifiers):
+                return True
+        return False
+    if isinstance(value, list | tuple):
+        return any(carries_raw_card_data(item, identifiers=identifiers) for item in value)
+    text = _scalar_text(value)
+    return text is not None and bool(find_card_numbers(text))
+
+
+def redact_card_data(value: Any) -> tuple[Any, bool]:
+    """A copy of `value` with card-number and CVC fields replaced by `[REDACTED]` and card
+    numbers masked in every key and string (identifiers included), and whether anything
+    changed. Numbers that are card numbers become `[REDACTED]` too."""
+    if isinstance(value, Mapping):
+        changed = False
+        copy: dict[str, Any] = {}
+        for key, item in value.items():
+            new_key = mask_card_numbers(str(key))
+            if is_raw_card_field(key):
+                new_item, item_changed = REDACTED, True
+            else:
+                new_item, item_changed = redact_card_data(item)
+            changed |= item_changed or new_key != str(key)
+            copy[new_key] = new_item
+        return copy, changed
+    if isinstance(value, list | tuple):
+        pairs = [redact_card_data(item) for item in value]
+        return [item for item, _ in pairs], any(changed for _, changed in pairs)
+    if isinstance(value, str):
+        masked = redact_card_text(value)
+        return masked, masked != value
+    if isinstance(value, bytes):
+        decoded = value.decode("utf-8", errors="replace")
+        masked = redact_card_text(decoded)
+        return (masked.encode(), True) if masked != decoded else (value, False)
+    text = _scalar_text(value)
+    if text is not None and find_card_numbers(text):
+        return REDACTED, True
+    return value, False
+
+
+# `name: value` / `"name": "value"` / `name=value` in text that is not JSON.
+_FIELD_VALUE: Final = re.compile(
+    r"""(?P<key>["']?(?P<name>[A-Za-z][\w\- ]{0,39}?)["']?\s*[:=]\s*)"""
+    r"""(?P<value>"(?:[^"\\]|\\.)*"|'[^']*'|[^\s,;&}\]]+)"""
+)
+
+
+def redact_card_text(text: str) -> str:
+    """`text` (not necessarily JSON) with card numbers masked and the values of card-number
+    and CVC fields (`cvv: 123`, `"cardNumber": "…"`, `cvc=123`) replaced."""
+
+    def field(match: re.Match[str]) -> str:
+        if is_raw_card_field(match["name"]):
+            return f'{match["key"]}"{REDACTED}"'
+        return match[0]
+
+    return mask_card_numbers(_FIELD_VALUE.sub(field, text))
+
+
+def card_brand(name: str) -> str | None:
+    """The brand in our fixed set (`visa`, `mastercard`, `amex`, …) that `name` spells, in any
+    case and with spaces, dashes or underscores; None when it is none of them."""
+    key = re.sub(r"[\s-]+", "_", name.strip()).lower()
+    key = _BRAND_ALIASES.get(key, key)
+    return key if key in CARD_BRANDS else None
