@@ -60,20 +60,27 @@ def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+def processors(fmt: str = "json") -> list[Any]:
+    """The chain every log line goes through, ending in its renderer."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    shared: list[Any] = [
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-    ]
-    structlog.configure(
         # Tracebacks are rendered before masking, so a card number in one is masked too.
-        processors=[*shared, structlog.processors.format_exc_info, redact, renderer],
+        structlog.processors.format_exc_info,
+        redact,
+        renderer,
+    ]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+    structlog.configure(
+        processors=processors(fmt),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
