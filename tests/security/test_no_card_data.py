@@ -22,8 +22,9 @@ import structlog
 
 from tests.api.conftest import Api
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers
-from tests.security.scan import card_data, database_values, findings
-from tillpoint.adapters.logging import processors
+from tests.security.scan import card_data, database_values, find_card_numbers, findings
+from tests.webhooks.support import mock_event, sign_mock
+from tillpoint.adapters.logging import processors, redact
 
 CARDS: list[str | int] = [
     "4111111111111111",
@@ -96,10 +97,13 @@ class Workload:
         self.responses.append(response)
         return response
 
-    async def order(self) -> str:
+    async def order(self, **extra_headers: str) -> str:
         order_id = f"ord-{word()}"
         body = {"order_id": order_id, "buyer_id": "buyer-1", "amount": "100.00", "currency": "USD"}
-        response = await self.post("/api/v1/orders", body)
+        response = await self.client.post(
+            "/api/v1/orders", json=body, headers=headers(SERVICE_KEY, f"k-{word()}") | extra_headers
+        )
+        self.responses.append(response)
         assert response.status_code == 201, response.text
         return order_id
 
@@ -255,6 +259,17 @@ async def test_card_data_is_refused_everywhere_and_found_nowhere(api: Api, logs:
             if not 400 <= response.status_code < 500:
                 refused.append(f"webhook {raw!r} -> {response.status_code}")
     assert refused == [], "\n".join(refused)
+    # ids a client chose are echoed, logged and stored only when they are no card number
+    for card in CARDS[:3]:
+        await work.order(**{"X-Request-ID": f"r-{card}", "X-Correlation-ID": f"c-{card}"})
+    # a correctly signed webhook is accepted (the provider signed it), but kept redacted
+    for card in CARDS:
+        event = mock_event("payment.succeeded", f"mock_pi_{word()}", holder=f"x {card}", cvc="737")
+        event["data"]["card"] = {"number": str(card), "cvv": "123"}
+        body, signed = sign_mock(event)
+        response = await work.client.post("/api/v1/webhooks/mock", content=body, headers=signed)
+        work.responses.append(response)
+        assert response.status_code == 200, response.text
 
     # what the legitimate requests left is still whole, and nothing was added to it
     assert (await api.get(f"/api/v1/orders/{fresh_order}/payments")).json()["data"] == []
@@ -263,9 +278,40 @@ async def test_card_data_is_refused_everywhere_and_found_nowhere(api: Api, logs:
     assert (await api.payment_state(authorized))["status"] == "AUTHORIZED"
 
     added = await database_values(engine) - before
-    assert {table for table, _, _ in added} >= {"orders", "payments", "outbox", "refunds"}
+    assert {table for table, _, _ in added} >= {
+        "orders",
+        "order_status_history",
+        "payments",
+        "outbox",
+        "refunds",
+        "webhook_events",
+    }
     assert findings(added) == []
     said = [card_data(r.text + json.dumps(dict(r.headers))) for r in work.responses]
     assert [found for found in said if found] == []
     assert '"event": "payment.transition"' in logs.text  # the capture saw the service's lines
     assert card_data(logs.text) == [], logs.text[-5000:]
+
+
+def test_log_lines_mask_card_numbers_anywhere() -> None:
+    """The second line of defence: whatever reaches a log line is masked, nested or not."""
+    event = redact(
+        None,
+        "info",
+        {
+            "event": "x",
+            "token": "tok_4242424242424242",
+            "note": "tok_4242424242424242 and 5555-5555-5555-4444",
+            "body": {
+                "card": {"number": "4111111111111111", "cvv": "123"},
+                "n": ["378282246310005"],
+            },
+            "exception": "ValueError: bad 4111 1111 1111 1111",
+        },
+    )
+    assert event["token"] == "[redacted]"
+    assert event["body"]["card"] == {"number": "[redacted]", "cvv": "[redacted]"}
+    text = json.dumps(event)
+    assert find_card_numbers(text) == []
+    assert "****4242" in event["note"]
+    assert "****4444" in event["note"]

@@ -9,6 +9,7 @@ and the logs all use these.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
@@ -234,6 +235,22 @@ def redact_card_text(text: str) -> str:
         return match[0]
 
     return mask_card_numbers(_FIELD_VALUE.sub(field, text))
+
+
+def redact_card_json(body: bytes) -> tuple[bytes, bool]:
+    """What a refused message or a stored webhook may keep of `body`: card-number and CVC
+    fields replaced by `[REDACTED]` and card numbers masked in every key and string, JSON or
+    not. The body unchanged (and False) when it holds no card data."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = body.decode("utf-8", errors="replace")
+        redacted = redact_card_text(text)
+        return (redacted.encode(), True) if redacted != text else (body, False)
+    copy, changed = redact_card_data(data)
+    if not changed:
+        return body, False
+    return json.dumps(copy, separators=(",", ":"), ensure_ascii=False).encode(), True
 
 
 def card_brand(name: str) -> str | None:

@@ -43,7 +43,14 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
 from tillpoint.bootstrap import Container
-from tillpoint.domain.cards import CARD_BRANDS, card_brand, carries_raw_card_data
+from tillpoint.domain.cards import (
+    CARD_BRANDS,
+    card_brand,
+    carries_raw_card_data,
+    redact_card_data,
+    redact_card_json,
+    redact_card_text,
+)
 from tillpoint.domain.errors import DomainError, ProviderFailure
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import check_order_id
@@ -54,9 +61,6 @@ from tillpoint.service.consumers import (
     OrderEvent,
     RejectedMessage,
     handle_order_event,
-    redacted_copy,
-    redacted_headers,
-    redacted_reason,
 )
 
 log = structlog.get_logger("tillpoint.consumers")
@@ -428,10 +432,11 @@ class EventConsumers:
         self, sub: Subscription, message: AbstractIncomingMessage, reason: str
     ) -> None:
         """Copies a redacted version of the message (never card data) to `<queue>.dlq`."""
-        body, body_redacted = redacted_copy(message.body)
-        headers, headers_redacted = redacted_headers(message.headers or {})
-        message_id = redacted_reason(message.message_id) if message.message_id else None
-        reason = redacted_reason(reason)
+        body, body_redacted = redact_card_json(message.body)
+        copied, headers_redacted = redact_card_data(dict(message.headers or {}))
+        headers: dict[str, Any] = dict(copied)
+        message_id = redact_card_text(message.message_id) if message.message_id else None
+        reason = redact_card_text(reason)
         log.warning(
             "consumer.dead_lettered",
             consumer=sub.consumer,
@@ -445,7 +450,7 @@ class EventConsumers:
                 REASON_HEADER: reason[:1000],
                 "x-consumer": sub.consumer,
                 "x-original-queue": sub.queue,
-                "x-original-routing-key": redacted_reason(message.routing_key or ""),
+                "x-original-routing-key": redact_card_text(message.routing_key or ""),
             }
         )
         if body_redacted or headers_redacted:

@@ -23,16 +23,15 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 
-from tillpoint.domain.cards import redact_card_data, redact_card_text
 from tillpoint.domain.errors import (
     ActivePaymentExists,
     AmountMismatch,
@@ -77,32 +76,6 @@ class RejectedMessage(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def redacted_copy(body: bytes) -> tuple[bytes, bool]:
-    """What a refused message may leave behind (a dead-letter copy): card-number and CVC fields
-    replaced by `[REDACTED]` and card numbers masked in every string, JSON or not. Returns the
-    body unchanged (and False) when it holds no card data."""
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        text = body.decode("utf-8", errors="replace")
-        redacted = redact_card_text(text)
-        return (redacted.encode(), True) if redacted != text else (body, False)
-    copy, changed = redact_card_data(data)
-    if not changed:
-        return body, False
-    return json.dumps(copy, separators=(",", ":"), ensure_ascii=False).encode(), True
-
-
-def redacted_headers(headers: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-    """Message headers with card data redacted as in `redacted_copy`."""
-    copy, changed = redact_card_data(dict(headers))
-    return dict(copy), changed
-
-
-def redacted_reason(reason: str) -> str:
-    return redact_card_text(reason)
 
 
 @dataclass(frozen=True, slots=True)
