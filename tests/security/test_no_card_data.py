@@ -18,13 +18,24 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import structlog
 
 from tests.api.conftest import Api
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers
 from tests.security.scan import card_data, database_values, find_card_numbers, findings
-from tests.webhooks.support import mock_event, sign_mock
+from tests.webhooks.support import (
+    deliver,
+    mock_event,
+    new_payment,
+    payment,
+    process,
+    sign_mock,
+    stored,
+)
+from tillpoint.adapters.db.tables import webhook_events
 from tillpoint.adapters.logging import processors, redact
+from tillpoint.bootstrap import Container
 
 CARDS: list[str | int] = [
     "4111111111111111",
@@ -263,10 +274,12 @@ async def test_card_data_is_refused_everywhere_and_found_nowhere(api: Api, logs:
     for card in CARDS[:3]:
         await work.order(**{"X-Request-ID": f"r-{card}", "X-Correlation-ID": f"c-{card}"})
     # a correctly signed webhook is accepted (the provider signed it), but kept redacted
+    signed_ids: list[str] = []
     for card in CARDS:
         event = mock_event("payment.succeeded", f"mock_pi_{word()}", holder=f"x {card}", cvc="737")
         event["data"]["card"] = {"number": str(card), "cvv": "123"}
         body, signed = sign_mock(event)
+        signed_ids.append(event["id"])
         response = await work.client.post("/api/v1/webhooks/mock", content=body, headers=signed)
         work.responses.append(response)
         assert response.status_code == 200, response.text
@@ -291,6 +304,31 @@ async def test_card_data_is_refused_everywhere_and_found_nowhere(api: Api, logs:
     assert [found for found in said if found] == []
     assert '"event": "payment.transition"' in logs.text  # the capture saw the service's lines
     assert card_data(logs.text) == [], logs.text[-5000:]
+    async with engine.begin() as conn:  # their payments do not exist: set them aside
+        await conn.execute(
+            sa.update(webhook_events)
+            .where(webhook_events.c.provider_event_id.in_(signed_ids))
+            .values(status="IGNORED", last_error="set aside by the card-data scan")
+        )
+
+
+async def test_a_signed_webhook_with_card_data_is_kept_redacted_and_still_applied(
+    client: httpx.AsyncClient, container: Container
+) -> None:
+    pay = await new_payment(client)
+    assert pay["status"] == "REQUIRES_ACTION"
+    event = mock_event(
+        "payment.captured", pay["provider_payment_id"], card={"number": "4111111111111111"}
+    )
+    event["data"]["note"] = "tok_4242424242424242"
+    response = await deliver(client, event)
+    assert response.status_code == 200, response.text
+
+    [row] = await stored(container, event["id"])
+    assert findings({("webhook_events", "body", row.body.decode())}) == []
+    assert json.loads(row.body)["data"]["card"] == {"number": "[REDACTED]"}
+    await process(container)
+    assert (await payment(client, pay["payment_id"]))["status"] == "CAPTURED"
 
 
 def test_log_lines_mask_card_numbers_anywhere() -> None:
