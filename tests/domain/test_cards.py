@@ -136,6 +136,9 @@ class TestCarriesRawCardData:
             {"amount": 4111111111111111},
             {"amount": 4111111111111111.0},
             {"order_id": "ord-1", "meta": {"cvc": None}},
+            {"payment_method": {"number": "1234"}},
+            {"paymentMethod": {"pan": "x"}},
+            {"card": {"number": "x"}},
         ],
     )
     def test_refuses(self, value: dict[str, object]) -> None:
@@ -151,10 +154,14 @@ class TestCarriesRawCardData:
             {"orderId": 4111111111111111},  # identifiers are not free text
             {"order_id": "4111111111111111", "eventId": "4242424242424242"},
             {"autopay": True, "amount": "12.50"},
+            {"items": [{"number": 2, "variant": "v-1"}]},  # `number` is a card's only in a card
         ],
     )
     def test_accepts(self, value: dict[str, object]) -> None:
         assert not carries_raw_card_data(value)
+
+    def test_a_payment_method_itself_has_no_number_field(self) -> None:
+        assert carries_raw_card_data({"number": "x", "exp_month": 12}, in_card=True)
 
 
 def test_a_redacted_copy_keeps_no_card_data() -> None:

@@ -31,22 +31,23 @@ _HEX_MARGIN: Final = 8
 # Field names that hold a card number or a CVC, compared without case, `_`, `-` or spaces.
 RAW_CARD_FIELDS: Final = frozenset(
     {
-        "number",
         "cardnumber",
-        "pan",
         "primaryaccountnumber",
-        "accountnumber",
         "cvc",
         "cvv",
         "cvc2",
         "cvv2",
-        "cid",
+        "cardcvc",
+        "cardcvv",
         "securitycode",
         "cardsecuritycode",
         "cardverificationvalue",
         "cardcode",
     }
 )
+# Names that mean a card number only inside a card or a payment method (`{"card": {"number":
+# …}}`); elsewhere (`items[].number`) they are ordinary fields.
+CARD_ONLY_FIELDS: Final = frozenset({"number", "pan"})
 # Identifiers are not free text: they follow their own patterns, and a numeric order or event
 # id (seed 004's ids are numbers) may be Luhn-valid by chance. Their values are not checked.
 IDENTIFIER_FIELDS: Final = frozenset(
@@ -154,8 +155,15 @@ def field_key(name: object) -> str:
     return re.sub(r"[\s_-]", "", str(name)).lower()
 
 
-def is_raw_card_field(name: object) -> bool:
-    return field_key(name) in RAW_CARD_FIELDS
+def is_raw_card_field(name: object, *, in_card: bool = True) -> bool:
+    """A field for a card number or a CVC; `in_card`: inside a card or a payment method."""
+    key = field_key(name)
+    return key in RAW_CARD_FIELDS or (in_card and key in CARD_ONLY_FIELDS)
+
+
+def _holds_a_card(name: object) -> bool:
+    key = field_key(name)
+    return "card" in key or "paymentmethod" in key or key == "method"
 
 
 def _scalar_text(value: object) -> str | None:
@@ -168,25 +176,31 @@ def _scalar_text(value: object) -> str | None:
     return None
 
 
-def carries_raw_card_data(value: Any, *, identifiers: frozenset[str] = IDENTIFIER_FIELDS) -> bool:
+def carries_raw_card_data(
+    value: Any, *, identifiers: frozenset[str] = IDENTIFIER_FIELDS, in_card: bool = False
+) -> bool:
     """True when `value` (a parsed JSON document, at any depth) holds a card-number or CVC
-    field, or a card number in any key, string or number outside the identifier fields."""
+    field, or a card number in any key, string or number outside the identifier fields.
+    `in_card`: `value` is itself a card or a payment method."""
     if isinstance(value, Mapping):
         for key, item in value.items():
-            if is_raw_card_field(key) or find_card_numbers(str(key)):
+            if is_raw_card_field(key, in_card=in_card) or find_card_numbers(str(key)):
                 return True
             if field_key(key) in identifiers and not isinstance(item, Mapping | list | tuple):
                 continue
-            if carries_raw_card_data(item, identifiers=identifiers):
+            nested = in_card or _holds_a_card(key)
+            if carries_raw_card_data(item, identifiers=identifiers, in_card=nested):
                 return True
         return False
     if isinstance(value, list | tuple):
-        return any(carries_raw_card_data(item, identifiers=identifiers) for item in value)
+        return any(
+            carries_raw_card_data(item, identifiers=identifiers, in_card=in_card) for item in value
+        )
     text = _scalar_text(value)
     return text is not None and bool(find_card_numbers(text))
 
 
-def redact_card_data(value: Any) -> tuple[Any, bool]:
+def redact_card_data(value: Any, *, in_card: bool = False) -> tuple[Any, bool]:
     """A copy of `value` with card-number and CVC fields replaced by `[REDACTED]` and card
     numbers masked in every key and string (identifiers included), and whether anything
     changed. Numbers that are card numbers become `[REDACTED]` too."""
@@ -195,15 +209,16 @@ def redact_card_data(value: Any) -> tuple[Any, bool]:
         copy: dict[str, Any] = {}
         for key, item in value.items():
             new_key = mask_card_numbers(str(key))
-            if is_raw_card_field(key):
+            if is_raw_card_field(key, in_card=in_card):
                 new_item, item_changed = REDACTED, True
             else:
-                new_item, item_changed = redact_card_data(item)
+                nested = in_card or _holds_a_card(key)
+                new_item, item_changed = redact_card_data(item, in_card=nested)
             changed |= item_changed or new_key != str(key)
             copy[new_key] = new_item
         return copy, changed
     if isinstance(value, list | tuple):
-        pairs = [redact_card_data(item) for item in value]
+        pairs = [redact_card_data(item, in_card=in_card) for item in value]
         return [item for item, _ in pairs], any(changed for _, changed in pairs)
     if isinstance(value, str):
         masked = redact_card_text(value)

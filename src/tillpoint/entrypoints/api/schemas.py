@@ -38,10 +38,10 @@ OrderId = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
 RAW_CARD_MESSAGE = "raw card numbers and CVCs are never accepted: send a provider token"
 
 
-def refuse_raw_card_data(data: Any) -> Any:
+def refuse_raw_card_data(data: Any, *, in_card: bool = False) -> Any:
     """A card number (a Luhn-valid run of 12-19 digits) in any field but an identifier, or a
     card-number/CVC field: 422 `raw_card_data_rejected`, before anything is stored."""
-    if carries_raw_card_data(data):
+    if carries_raw_card_data(data, in_card=in_card):
         raise PydanticCustomError("raw_card_data", RAW_CARD_MESSAGE)
     return data
 
@@ -113,7 +113,7 @@ class PaymentMethodIn(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _no_raw_card(cls, data: Any) -> Any:
-        return refuse_raw_card_data(data)
+        return refuse_raw_card_data(data, in_card=True)
 
     @field_validator("brand")
     @classmethod
