@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.security import scan
 from tillpoint.domain.cards import (
     REDACTED,
     card_brand,
@@ -73,6 +74,19 @@ def test_a_number_that_fails_luhn_is_not_a_card(number: str, change: int, positi
     broken = number[:at] + str((int(number[at]) + change) % 10) + number[at + 1 :]
     assert not luhn_valid(broken)
     assert find_card_numbers(f"order {broken} shipped") == []
+
+
+@settings(max_examples=500)
+@given(
+    text=st.text(
+        st.sampled_from([*"0123456789", *"0123456789", " ", "-", " ", "a", "x", "_", "/"]),
+        max_size=80,
+    )
+)
+def test_the_rule_agrees_with_the_test_suites_own_scanner(text: str) -> None:
+    """Two implementations written apart find the same card numbers in digit-heavy text."""
+    found = ["".join(c for c in n if c.isdigit()) for n in find_card_numbers(text)]
+    assert sorted(found) == sorted(scan.find_card_numbers(text))
 
 
 @given(digits=st.text("0123456789", min_size=1, max_size=11))

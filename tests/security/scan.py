@@ -52,7 +52,7 @@ def find_card_numbers(text: str) -> list[str]:
         groups = re.findall(r"\d+", run.group())
         for first in range(len(groups)):
             digits = ""
-            for group in groups[first:]:
+            for group in groups[first : first + 19]:
                 digits += group
                 if len(digits) > 19:
                     break

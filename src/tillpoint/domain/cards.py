@@ -9,6 +9,7 @@ and the logs all use these.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -106,31 +107,50 @@ def luhn_valid(digits: str) -> bool:
 
 
 def _in_hex_token(text: str, start: int, end: int) -> bool:
+    # Looks at most 64 characters each way: enough to tell a UUID or a hash, and linear time
+    # however long a hostile string is.
     begin, finish = start, end
-    while begin > 0 and _HEXISH.match(text[begin - 1]):
+    while begin > max(0, start - 64) and _HEXISH.match(text[begin - 1]):
         begin -= 1
-    while finish < len(text) and _HEXISH.match(text[finish]):
+    while finish < min(len(text), end + 64) and _HEXISH.match(text[finish]):
         finish += 1
     around = text[begin:start] + text[end:finish]
     return len(around) >= _HEX_MARGIN and any(c.isalpha() for c in around)
 
 
+_DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a digit's Luhn value when it is doubled
+
+
 def _spans(text: str) -> Iterator[tuple[int, int]]:
     """Where card numbers are: every run of whole digit groups holding 12-19 digits that
     passes Luhn (so `4111111111111111 123`, a number and its CVC, is still found), unless
-    it is a piece of a hex identifier such as a UUID or a hash."""
+    it is a piece of a hex identifier such as a UUID or a hash.
+
+    Linear in the length of `text`: each window's Luhn sum comes from prefix sums."""
     for run in _RUN.finditer(text):
-        if _in_hex_token(text, run.start(), run.end()):
+        if len(run[0]) < MIN_DIGITS:
             continue
         groups = [(m.start() + run.start(), m.end() + run.start()) for m in _GROUP.finditer(run[0])]
+        digits = [int(c) for begin, end in groups for c in text[begin:end]]
+        if len(digits) < MIN_DIGITS or _in_hex_token(text, run.start(), run.end()):
+            continue
+        # sums[p][i]: Luhn values of digits[:i] for a window whose last digit has parity p
+        sums: tuple[list[int], list[int]] = ([0], [0])
+        for index, digit in enumerate(digits):
+            for parity in (0, 1):
+                value = digit if index % 2 == parity else _DOUBLED[digit]
+                sums[parity].append(sums[parity][-1] + value)
+        bounds = [0]  # digits before each group, then all of them
+        for begin, end in groups:
+            bounds.append(bounds[-1] + end - begin)
         for first, (start, _) in enumerate(groups):
-            digits = ""
-            for begin, end in groups[first:]:
-                digits += text[begin:end]
-                if len(digits) > MAX_DIGITS:
-                    break
-                if len(digits) >= MIN_DIGITS and luhn_valid(digits):
-                    yield start, end
+            low = bisect.bisect_left(bounds, bounds[first] + MIN_DIGITS)
+            high = bisect.bisect_right(bounds, bounds[first] + MAX_DIGITS)
+            for after in range(low, high):  # the window is groups[first:after]
+                stop = bounds[after]
+                parity = (stop - 1) % 2
+                if (sums[parity][stop] - sums[parity][bounds[first]]) % 10 == 0:
+                    yield start, groups[after - 1][1]
 
 
 def find_card_numbers(text: str) -> list[str]:
@@ -181,23 +201,26 @@ def carries_raw_card_data(
 ) -> bool:
     """True when `value` (a parsed JSON document, at any depth) holds a card-number or CVC
     field, or a card number in any key, string or number outside the identifier fields.
-    `in_card`: `value` is itself a card or a payment method."""
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if is_raw_card_field(key, in_card=in_card) or find_card_numbers(str(key)):
+    `in_card`: `value` is itself a card or a payment method. Walks without recursion, so no
+    nesting depth makes it fail."""
+    pending: list[tuple[Any, bool]] = [(value, in_card)]
+    while pending:
+        current, card = pending.pop()
+        if isinstance(current, Mapping):
+            for key, item in current.items():
+                if is_raw_card_field(key, in_card=card) or find_card_numbers(str(key)):
+                    return True
+                nested = isinstance(item, Mapping | list | tuple)
+                if field_key(key) in identifiers and not nested:
+                    continue
+                pending.append((item, card or _holds_a_card(key)))
+        elif isinstance(current, list | tuple):
+            pending.extend((item, card) for item in current)
+        else:
+            text = _scalar_text(current)
+            if text is not None and find_card_numbers(text):
                 return True
-            if field_key(key) in identifiers and not isinstance(item, Mapping | list | tuple):
-                continue
-            nested = in_card or _holds_a_card(key)
-            if carries_raw_card_data(item, identifiers=identifiers, in_card=nested):
-                return True
-        return False
-    if isinstance(value, list | tuple):
-        return any(
-            carries_raw_card_data(item, identifiers=identifiers, in_card=in_card) for item in value
-        )
-    text = _scalar_text(value)
-    return text is not None and bool(find_card_numbers(text))
+    return False
 
 
 def redact_card_data(value: Any, *, in_card: bool = False) -> tuple[Any, bool]:
@@ -257,12 +280,11 @@ def redact_card_json(body: bytes) -> tuple[bytes, bool]:
     fields replaced by `[REDACTED]` and card numbers masked in every key and string, JSON or
     not. The body unchanged (and False) when it holds no card data."""
     try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        copy, changed = redact_card_data(json.loads(body))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):  # not JSON, or too deep
         text = body.decode("utf-8", errors="replace")
         redacted = redact_card_text(text)
         return (redacted.encode(), True) if redacted != text else (body, False)
-    copy, changed = redact_card_data(data)
     if not changed:
         return body, False
     return json.dumps(copy, separators=(",", ":"), ensure_ascii=False).encode(), True
