@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import string
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -252,13 +253,23 @@ def text_of(message: AbstractIncomingMessage) -> str:
 CARD_MESSAGE_HEADERS = {"x-note": "paid with 5555-5555-5555-4444", "cvc": "737"}
 
 
+def word(size: int = 12) -> str:
+    """Letters only: ids of the card tests never look like a card number to the scanner (a
+    numeric order id passes Luhn one time in ten)."""
+    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(size))
+
+
+def letters_only(message: dict[str, Any]) -> dict[str, Any]:
+    return {**message, "eventId": f"evt-{word()}"}
+
+
 class TestCardData:
     """A message with card data is refused, and what it leaves in RabbitMQ is redacted."""
 
     async def test_the_dead_letter_copy_is_redacted_and_says_why(
         self, worker: EventConsumers, broker: Broker
     ) -> None:
-        card = stock_confirmed(str(order_number()), "4242")
+        card = letters_only(stock_confirmed(f"ord-{word()}", "4242"))
         card["paymentMethod"] |= {
             "cardNumber": "4111111111111111",
             "cvv": "123",
@@ -294,11 +305,11 @@ class TestCardData:
         rabbit_client: httpx.AsyncClient,
         method: dict[str, Any],
     ) -> None:
-        order_id = f"ord-{secrets.token_hex(4)}"
+        order_id = f"ord-{word()}"
         await broker.send(
             "order.created.v1",
             {
-                "event_id": f"evt-{secrets.token_hex(6)}",
+                "event_id": f"evt-{word()}",
                 "order_id": order_id,
                 "buyer_id": "buyer-9",
                 "amount": "12.50",
@@ -322,20 +333,20 @@ class TestCardData:
         (the tap), hold no card number and no CVC."""
         cards = ["4111111111111111", "4242 4242 4242 4242", "5555-5555-5555-4444", 378282246310005]
         for number in cards:
-            message = stock_confirmed(str(order_number()), "4242")
+            message = letters_only(stock_confirmed(f"ord-{word()}", "4242"))
             message["buyerId"] = f"buyer {number}"
             await send_with_headers(
                 broker, "order.stock-confirmed", encode(message), CARD_MESSAGE_HEADERS
             )
-            message = stock_confirmed(str(order_number()), "4242")
+            message = letters_only(stock_confirmed(f"ord-{word()}", "4242"))
             message["paymentMethod"]["cvc"] = "737"
             message["totalAmount"] = number
             await broker.send("order.stock-confirmed", encode(message))
             await broker.send(
                 "order.created.v1",
                 {
-                    "event_id": f"evt-{secrets.token_hex(6)}",
-                    "order_id": f"ord-{secrets.token_hex(4)}",
+                    "event_id": f"evt-{word()}",
+                    "order_id": f"ord-{word()}",
                     "buyer_id": "buyer-9",
                     "amount": "12.50",
                     "currency": "EUR",
@@ -343,8 +354,9 @@ class TestCardData:
                     "payment_method": {"type": "card", "token": f"tok_{number}", "cvv": "123"},
                 },
             )
-        good_id = str(order_number())
-        await broker.send("order.stock-confirmed", encode(stock_confirmed(good_id, "4242")))
+        good_id = f"ord-{word()}"
+        good = letters_only(stock_confirmed(good_id, "4242"))
+        await broker.send("order.stock-confirmed", encode(good))
         await broker.tap.wait_for(lambda m: bool(outcomes(m, good_id)))
 
         dead: list[AbstractIncomingMessage] = []
