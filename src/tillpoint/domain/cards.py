@@ -166,9 +166,11 @@ def mask_card_numbers(text: str, replacement: str = REDACTED) -> str:
             merged[-1][1] = max(merged[-1][1], end)
         else:
             merged.append([start, end])
-    for start, end in reversed(merged):
-        text = text[:start] + replacement + text[end:]
-    return text
+    pieces, done = [], 0
+    for start, end in merged:
+        pieces += [text[done:start], replacement]
+        done = end
+    return "".join([*pieces, text[done:]])
 
 
 def field_key(name: object) -> str:
