@@ -84,6 +84,20 @@ class TestControlCharacters:
         problem = assert_problem(response, 422, "validation_error")
         assert problem["errors"] == [{"loc": ["query", param], "msg": problem["errors"][0]["msg"]}]
 
+    @pytest.mark.parametrize("field", ["token", "brand", "holder_name"])
+    async def test_a_payment_method_string_with_nul_is_422(self, api: Api, field: str) -> None:
+        order_id = await api.order()
+        method = {"token": "pm_card_visa", "brand": "visa", field: f"a{NUL}b"}
+        response = await api.post(
+            "/api/v1/payments",
+            {"order_id": order_id, "amount": "100.00", "currency": "USD", "payment_method": method},
+        )
+        problem = assert_problem(response, 422, "validation_error")
+        assert problem["errors"][0]["loc"][:3] == ["body", "payment_method", field]
+        assert (await api.order_state(order_id))["status"] == "PAYMENT_PENDING"
+        listed = await api.get(f"/api/v1/orders/{order_id}/payments")
+        assert listed.json()["data"] == []
+
     @pytest.mark.parametrize("value", [f"b{NUL}", "b\x1b[31m", "b\ud800", "b\n"])
     async def test_a_buyer_id_with_a_control_character_is_422_and_not_stored(
         self, api: Api, value: str

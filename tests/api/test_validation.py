@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from tests.api.conftest import Api, assert_problem
-from tests.conftest import SERVICE_KEY, headers, new_key
+from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key
+from tests.security.scan import find_card_numbers
 
 PAN = "4242424242424242"
 
@@ -117,6 +118,114 @@ class TestRawCardData:
             "exp_month": 12,
             "exp_year": 2030,
         }
+
+
+class TestCardNumbersInFreeText:
+    """A Luhn-valid run of 12-19 digits in any free-text field is a card number: refused before
+    anything is stored, the idempotency record included, and never echoed."""
+
+    @pytest.mark.parametrize(
+        "method",
+        [
+            {"token": "pm_card_visa", "brand": PAN},
+            {"token": "tok_4242424242424242"},
+            {"token": "pm_card_visa", "holder_name": "Ada 5555-5555-5555-4444"},
+            {"token": "pm_card_visa", "holder_name": "4111 1111 1111 1111"},
+            {"token": "pm_card_visa", "last4": "378282246310005"},
+            {"token": "pm_card_visa", "nickname": "my card 4111111111111111"},
+            {"token": "pm_card_visa", PAN: "a card number as a key"},
+        ],
+    )
+    async def test_in_a_payment_method_is_refused_and_the_key_stays_free(
+        self, api: Api, method: dict[str, Any]
+    ) -> None:
+        order_id, key = await api.order(), new_key()
+        body = {"order_id": order_id, "amount": "100.00", "currency": "USD"}
+        response = await api.post("/api/v1/payments", {**body, "payment_method": method}, idem=key)
+        assert_problem(response, 422, "raw_card_data_rejected")
+        assert not find_card_numbers(response.text)
+        assert (await api.get(f"/api/v1/orders/{order_id}/payments")).json()["data"] == []
+        # nothing was stored under the key: the corrected request with it goes through
+        fixed = await api.post(
+            "/api/v1/payments", {**body, "payment_method": {"token": "pm_card_visa"}}, idem=key
+        )
+        assert fixed.status_code == 201, fixed.text
+
+    async def test_in_a_confirm_payment_method_is_refused(self, api: Api) -> None:
+        created = await api.payment(await api.order())
+        response = await api.confirm(
+            created["payment_id"], {"payment_method": {"token": "pm_card_visa", "brand": PAN}}
+        )
+        assert_problem(response, 422, "raw_card_data_rejected")
+        assert PAN not in response.text
+        assert (await api.payment_state(created["payment_id"]))["status"] == "INITIATED"
+
+    async def test_in_a_buyer_id_is_refused(self, api: Api) -> None:
+        key = new_key()
+        body = {"order_id": f"ord-{new_key()}", "amount": "1.00", "currency": "USD"}
+        response = await api.post("/api/v1/orders", {**body, "buyer_id": f"b-{PAN}"}, idem=key)
+        assert_problem(response, 422, "raw_card_data_rejected")
+        fixed = await api.post("/api/v1/orders", {**body, "buyer_id": "b-1"}, idem=key)
+        assert fixed.status_code == 201, fixed.text
+
+    async def test_in_a_refund_void_or_mock_complete_body_is_refused(self, api: Api) -> None:
+        paid = await api.confirmed()
+        authorized = await api.confirmed(capture_method="manual")
+        refund = await api.post(
+            f"/api/v1/payments/{paid['payment_id']}/refund",
+            {"amount": "1.00", "reason": "card 4242 4242 4242 4242 was stolen"},
+            key=ADMIN_KEY,
+        )
+        assert_problem(refund, 422, "raw_card_data_rejected")
+        void = await api.post(
+            f"/api/v1/payments/{authorized['payment_id']}/void", {"reason": f"dup of {PAN}"}
+        )
+        assert_problem(void, 422, "raw_card_data_rejected")
+        complete = await api.post(
+            f"/api/v1/payments/{paid['payment_id']}/mock/complete",
+            {"result": "FAIL", "failure_code": PAN},
+        )
+        assert_problem(complete, 422, "raw_card_data_rejected")
+        assert (await api.payment_state(paid["payment_id"]))["refunded_amount"] == "0.00"
+        assert (await api.payment_state(authorized["payment_id"]))["status"] == "AUTHORIZED"
+
+    async def test_as_a_quote_amount_is_refused(self, api: Api) -> None:
+        order_id = await api.order()
+        item = {"variant_id": "v-1", "quantity": 1, "unit_amount": "100.00"}
+        response = await api.post(
+            "/api/v1/checkout/quote",
+            {"order_id": order_id, "items": [item], "shipping_amount": PAN},
+        )
+        assert_problem(response, 422, "raw_card_data_rejected")
+
+    @pytest.mark.parametrize(("sent", "kept"), [("VISA", "visa"), ("American Express", "amex")])
+    async def test_a_brand_is_normalised(self, api: Api, sent: str, kept: str) -> None:
+        paid = await api.confirmed(method={"token": "pm_card_visa", "brand": sent})
+        assert paid["payment_method"]["brand"] == kept
+
+    @pytest.mark.parametrize(
+        "method",
+        [
+            {"token": "pm_card_visa", "brand": "bitcoin"},
+            {"token": "pm_card_visa", "last4": "424"},
+            {"token": "pm_card_visa", "last4": "42a2"},
+            {"token": "pm_card_visa", "exp_month": 13},
+            {"token": "pm_card_visa", "exp_year": 1999},
+        ],
+    )
+    async def test_display_data_outside_its_rules_is_422(
+        self, api: Api, method: dict[str, Any]
+    ) -> None:
+        response = await api.post(
+            "/api/v1/payments",
+            {
+                "order_id": await api.order(),
+                "amount": "100.00",
+                "currency": "USD",
+                "payment_method": method,
+            },
+        )
+        assert_problem(response, 422, "validation_error")
 
 
 class TestOrderAndPaymentRules:

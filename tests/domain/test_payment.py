@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from tillpoint.domain.cards import carries_raw_card_data
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import (
     CaptureMethod,
@@ -13,7 +14,6 @@ from tillpoint.domain.payment import (
     PaymentMethod,
     PaymentStatus,
     RefundStatus,
-    carries_raw_card_data,
 )
 
 NOW = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)

@@ -10,6 +10,8 @@ from typing import Any, Final
 
 import structlog
 
+from tillpoint.domain.cards import is_raw_card_field, mask_card_numbers
+
 _SECRET_KEYS: Final = frozenset(
     {
         "authorization",
@@ -25,37 +27,60 @@ _SECRET_KEYS: Final = frozenset(
         "stripe-signature",
     }
 )
-# 13-19 digit runs, optionally grouped by spaces or dashes: anything that looks like a PAN.
-_PAN: Final = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
+# 12-19 digit runs, optionally grouped by spaces or dashes, even inside a word
+# (`tok_4242…`): anything that looks like a PAN, Luhn-valid or not.
+_PAN: Final = re.compile(r"(?<!\d)(?:\d[ -]?){11,18}\d(?!\d)")
 
 
 def _mask(value: str) -> str:
-    return _PAN.sub(lambda m: "****" + re.sub(r"\D", "", m.group())[-4:], value)
+    masked = _PAN.sub(lambda m: "****" + re.sub(r"\D", "", m.group())[-4:], value)
+    return mask_card_numbers(masked, "****")  # the rest of what the API refuses as a card
+
+
+def _secret(key: object) -> bool:
+    return str(key).lower() in _SECRET_KEYS or is_raw_card_field(key)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return _mask(value)
+    if isinstance(value, dict):
+        return {k: "[redacted]" if _secret(k) else _masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_masked(v) for v in value]
+    return value
 
 
 def redact(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(event.items()):
-        if key.lower() in _SECRET_KEYS and value is not None:
+        if _secret(key) and value is not None:
             event[key] = "[redacted]"
-        elif isinstance(value, str):
-            event[key] = _mask(value)
+        else:
+            event[key] = _masked(value)
     return event
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
+def processors(fmt: str = "json") -> list[Any]:
+    """The chain every log line goes through, ending in its renderer."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    shared: list[Any] = [
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # Tracebacks are rendered before masking, so a card number in one is masked too.
+        structlog.processors.format_exc_info,
         redact,
+        renderer,
     ]
+
+
+def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        processors=processors(fmt),
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,

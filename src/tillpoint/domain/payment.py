@@ -7,7 +7,6 @@ for a state already passed are recorded as `STALE_SIGNAL_IGNORED` and change not
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -96,22 +95,6 @@ EVENT_FAILURE_CODES: Final[Mapping[str, str]] = {
     "provider_timeout": "TIMEOUT",
     "payment_expired": "TIMEOUT",
 }
-
-
-# Field names under which clients send what we must never accept (compared case-insensitively),
-# and what a card number sent in another field looks like.
-RAW_CARD_FIELDS: Final = frozenset(
-    {"number", "card_number", "cardnumber", "pan", "cvc", "cvv", "cvv2", "cvc2", "security_code"}
-)
-_PAN_LIKE: Final = re.compile(r"[0-9 -]{12,23}")
-
-
-def carries_raw_card_data(method: Mapping[str, Any]) -> bool:
-    """True when a payment method as sent holds a card number or CVC instead of a token."""
-    if RAW_CARD_FIELDS & {str(key).lower() for key in method}:
-        return True
-    token = method.get("token")
-    return isinstance(token, str) and _PAN_LIKE.fullmatch(token) is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,12 @@
 The service declares what it consumes: the topic exchange, each durable queue with its binding
 and its durable dead-letter queue `<queue>.dlq`. Delivery is at least once; a message is
 acknowledged only after the database committed its effect. A message that cannot be parsed or
-validated is copied to the dead-letter queue with the reason in the `x-reason` header, then
-acknowledged, and the consumer carries on. A handler failure is retried once by requeueing;
-failing again it is dead-lettered too (a database outage is always requeued, never dead-lettered).
+validated is dead-lettered with the reason in the `x-reason` header, then acknowledged, and the
+consumer carries on. A message carrying card data (a card number anywhere outside its ids, or a
+card-number/CVC field) is refused, and its dead-letter copy is redacted: card fields read
+`[REDACTED]` and card numbers are masked in the body and the headers, never copied verbatim.
+A handler failure is retried once by requeueing; failing again it is dead-lettered too (a
+database outage is always requeued, never dead-lettered).
 """
 
 from __future__ import annotations
@@ -35,22 +38,36 @@ from pydantic import (
     Field,
     StrictBool,
     ValidationError,
-    model_validator,
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange
 from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
 from tillpoint.bootstrap import Container
+from tillpoint.domain.cards import (
+    CARD_BRANDS,
+    card_brand,
+    carries_raw_card_data,
+    redact_card_data,
+    redact_card_json,
+    redact_card_text,
+)
 from tillpoint.domain.errors import DomainError, ProviderFailure
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import check_order_id
-from tillpoint.domain.payment import PaymentMethod, carries_raw_card_data
-from tillpoint.service.consumers import KeyedLocks, OrderEvent, RejectedMessage, handle_order_event
+from tillpoint.domain.payment import PaymentMethod
+from tillpoint.service.consumers import (
+    RAW_CARD_REASON,
+    KeyedLocks,
+    OrderEvent,
+    RejectedMessage,
+    handle_order_event,
+)
 
 log = structlog.get_logger("tillpoint.consumers")
 
 REASON_HEADER = "x-reason"
+REDACTED_HEADER = "x-redacted"  # set on a dead-letter copy whose card data was removed
 CARD_TYPES = frozenset({"CREDIT_CARD", "DEBIT_CARD", "CARD"})
 
 
@@ -96,31 +113,32 @@ Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 LastFour = Annotated[str, Field(pattern=r"^[0-9]{4}$")]
 
 
-class _NoRawCard(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_card_number(cls, data: Any) -> Any:
-        if isinstance(data, dict) and carries_raw_card_data(data):
-            raise ValueError("raw card numbers and CVCs are never accepted")
-        return data
+def _brand(value: str) -> str:
+    brand = card_brand(value)
+    if brand is None:
+        raise ValueError(f"card brand must be one of: {', '.join(sorted(CARD_BRANDS))}")
+    return brand
 
 
-class CardInfo(_NoRawCard):
+Brand = Annotated[str, Field(max_length=32), AfterValidator(_brand)]
+
+
+class CardInfo(BaseModel):
     """The ordering service's `PaymentMethodInfo` (last four digits only)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     type: str = Field("CREDIT_CARD", max_length=32)
     cardLastFour: LastFour | None = None
-    cardBrand: str | None = Field(None, max_length=32)
+    cardBrand: Brand | None = None
     cardHolderName: str | None = Field(None, max_length=200)
     expirationMonth: int | None = Field(None, ge=1, le=12)
-    expirationYear: int | None = Field(None, ge=2000, le=2999)
+    expirationYear: int | None = Field(None, ge=2000, le=2100)
 
     def method(self) -> PaymentMethod:
         return PaymentMethod(
             type="card" if self.type.upper() in CARD_TYPES else self.type.lower(),
-            brand=self.cardBrand.lower() if self.cardBrand else None,
+            brand=self.cardBrand,
             last4=self.cardLastFour,
             exp_month=self.expirationMonth,
             exp_year=self.expirationYear,
@@ -142,13 +160,15 @@ class StockConfirmedMessage(BaseModel):
     occurredAt: str | None = None
 
 
-class MethodInfo(_NoRawCard):
+class MethodInfo(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     type: str = Field("card", max_length=32)
     token: str | None = Field(None, max_length=255)
-    brand: str | None = Field(None, max_length=32)
+    brand: Brand | None = None
     last4: LastFour | None = None
     exp_month: int | None = Field(None, ge=1, le=12)
-    exp_year: int | None = Field(None, ge=2000, le=2999)
+    exp_year: int | None = Field(None, ge=2000, le=2100)
     holder_name: str | None = Field(None, max_length=200)
 
     def method(self) -> PaymentMethod:
@@ -170,10 +190,14 @@ class OrderCreatedMessage(BaseModel):
 
 
 def _load(body: bytes) -> Any:
+    """The parsed body, refused when it carries card data anywhere outside its identifiers."""
     try:
-        return json.loads(body, parse_float=Decimal)
+        data = json.loads(body, parse_float=Decimal)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RejectedMessage(f"invalid_json: {exc}") from exc
+    if carries_raw_card_data(data):
+        raise RejectedMessage(RAW_CARD_REASON)
+    return data
 
 
 def _explain(exc: ValidationError) -> str:
@@ -413,30 +437,38 @@ class EventConsumers:
     async def _dead_letter(
         self, sub: Subscription, message: AbstractIncomingMessage, reason: str
     ) -> None:
+        """Copies a redacted version of the message (never card data) to `<queue>.dlq`."""
+        body, body_redacted = redact_card_json(message.body)
+        copied, headers_redacted = redact_card_data(dict(message.headers or {}))
+        headers: dict[str, Any] = dict(copied)
+        message_id = redact_card_text(message.message_id) if message.message_id else None
+        reason = redact_card_text(reason)
         log.warning(
             "consumer.dead_lettered",
             consumer=sub.consumer,
             queue=sub.dead_letter_queue,
-            message_id=message.message_id,
+            message_id=message_id,
             reason=reason,
+            redacted=body_redacted or headers_redacted,
         )
-        headers = dict(message.headers or {})
         headers.update(
             {
                 REASON_HEADER: reason[:1000],
                 "x-consumer": sub.consumer,
                 "x-original-queue": sub.queue,
-                "x-original-routing-key": message.routing_key or "",
+                "x-original-routing-key": redact_card_text(message.routing_key or ""),
             }
         )
+        if body_redacted or headers_redacted:
+            headers[REDACTED_HEADER] = "card-data"
         try:
             assert self._channel is not None
             await self._channel.default_exchange.publish(
                 aio_pika.Message(
-                    message.body,
+                    body,
                     headers=headers,
                     content_type=message.content_type,
-                    message_id=message.message_id,
+                    message_id=message_id,
                     delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                 ),
                 routing_key=sub.dead_letter_queue,

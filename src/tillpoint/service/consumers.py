@@ -67,6 +67,9 @@ PERMANENT = (
 )
 
 
+RAW_CARD_REASON = "raw_card_data_rejected: raw card numbers and CVCs are never accepted"
+
+
 class RejectedMessage(Exception):
     """The message can never be handled (unparseable, invalid, contradicts what we know)."""
 

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from tillpoint.domain.cards import redact_card_data, redact_card_json
 from tillpoint.domain.errors import DomainError, NotFound
 from tillpoint.domain.ids import new_id
 from tillpoint.domain.money import Money
@@ -288,8 +289,10 @@ async def receive_webhook(
         signature_valid=True,
         status=WebhookStatus.PENDING,
         provider_payment_id=parsed.signal.provider_payment_id if parsed.signal else None,
-        headers=verifier.redact(headers),
-        body=body,
+        # Signed or not, card data is never kept: a body or header carrying a card number or a
+        # CVC field is stored redacted (processing reads the fields it needs, never these).
+        headers=redact_card_data(verifier.redact(headers))[0],
+        body=redact_card_json(body)[0],
         received_at=now,
         next_attempt_at=now,
     )

@@ -8,10 +8,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from tillpoint.domain.cards import mask_card_numbers
 from tillpoint.domain.errors import DomainError, PaymentDeclined, ValidationFailed
 from tillpoint.entrypoints.api.dependencies import ApiError
 from tillpoint.entrypoints.api.problems import STATUS, problem, problem_body
-from tillpoint.entrypoints.api.schemas import payment_json
+from tillpoint.entrypoints.api.schemas import RAW_CARD_MESSAGE, payment_json
 from tillpoint.service.ports import StorageUnavailable
 
 log = structlog.get_logger("tillpoint.api")
@@ -49,8 +50,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        # Locations name the client's keys: a card number sent as a key is never echoed.
         errors = [
-            {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "invalid"))}
+            {
+                "loc": [
+                    mask_card_numbers(p) if isinstance(p, str) else p for p in err.get("loc", ())
+                ],
+                "msg": mask_card_numbers(str(err.get("msg", "invalid"))),
+            }
             for err in exc.errors()
         ]
         if any(err.get("type") == "json_invalid" for err in exc.errors()):
@@ -58,11 +65,7 @@ def install(app: FastAPI) -> None:
                 "malformed_json", "the request body is not valid JSON", status=400, errors=errors
             )
         if any(err.get("type") == "raw_card_data" for err in exc.errors()):
-            return problem(
-                "raw_card_data_rejected",
-                "raw card numbers and CVCs are never accepted: send a provider token",
-                errors=errors,
-            )
+            return problem("raw_card_data_rejected", RAW_CARD_MESSAGE, errors=errors)
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return problem("validation_error", detail or "invalid request", errors=errors)
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tillpoint.config import DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES
+from tillpoint.domain.cards import find_card_numbers
 from tillpoint.entrypoints.api.context import correlation_id_var, request_id_var
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
 from tillpoint.entrypoints.api.schemas import CONTROL, CONTROL_MESSAGE
@@ -20,6 +21,11 @@ from tillpoint.entrypoints.api.schemas import CONTROL, CONTROL_MESSAGE
 log = structlog.get_logger("tillpoint.api")
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:/=+-]{1,128}")
+
+
+def _safe(sent: str) -> bool:
+    """An id we may echo, log and store: its pattern, and never a card number."""
+    return _SAFE_ID.fullmatch(sent) is not None and not find_card_numbers(sent)
 
 
 class RequestContextMiddleware:
@@ -32,9 +38,9 @@ class RequestContextMiddleware:
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         sent = headers.get("x-request-id", "")
-        request_id = sent if _SAFE_ID.fullmatch(sent) else f"req_{uuid.uuid4().hex}"
+        request_id = sent if _safe(sent) else f"req_{uuid.uuid4().hex}"
         sent_correlation = headers.get("x-correlation-id", "")
-        correlation_id = sent_correlation if _SAFE_ID.fullmatch(sent_correlation) else None
+        correlation_id = sent_correlation if _safe(sent_correlation) else None
         request_token = request_id_var.set(request_id)
         correlation_token = correlation_id_var.set(correlation_id)
         structlog.contextvars.clear_contextvars()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, Self
 
@@ -16,10 +15,12 @@ from pydantic import (
     Field,
     StrictInt,
     StrictStr,
+    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
+from tillpoint.domain.cards import CARD_BRANDS, card_brand, carries_raw_card_data
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import MAX_AMOUNT_TEXT, Money
 from tillpoint.domain.order import HistoryEntry, Order
@@ -29,12 +30,12 @@ from tillpoint.domain.payment import (
     PaymentMethod,
     PaymentStatus,
     Refund,
-    carries_raw_card_data,
     rfc3339,
 )
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.service.ports import StoredEvent
 
+BRANDS = ", ".join(sorted(CARD_BRANDS))
 OrderId = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
 
 # -- strings that can reach a column --------------------------------------------------------------
@@ -88,8 +89,24 @@ def _rfc3339_utc(value: object) -> object:
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_utc)]
 
 
+RAW_CARD_MESSAGE = "raw card numbers and CVCs are never accepted: send a provider token"
+
+
+def refuse_raw_card_data(data: Any, *, in_card: bool = False) -> Any:
+    """A card number (a Luhn-valid run of 12-19 digits) in any field but an identifier, or a
+    card-number/CVC field: 422 `raw_card_data_rejected`, before anything is stored."""
+    if carries_raw_card_data(data, in_card=in_card):
+        raise PydanticCustomError("raw_card_data", RAW_CARD_MESSAGE)
+    return data
+
+
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_raw_card(cls, data: Any) -> Any:
+        return refuse_raw_card_data(data)
 
 
 def money_of(amount: str, currency: str) -> Money:
@@ -140,22 +157,29 @@ class PaymentMethodIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["card"] = "card"
-    token: StrictStr | None = Field(None, max_length=255)
-    brand: StrictStr | None = Field(None, max_length=32)
+    token: Text | None = Field(None, max_length=255)
+    brand: Text | None = Field(None, max_length=32)
     last4: StrictStr | None = Field(None, pattern=r"^[0-9]{4}$")
     exp_month: StrictInt | None = Field(None, ge=1, le=12)
     exp_year: StrictInt | None = Field(None, ge=2000, le=2100)
-    holder_name: StrictStr | None = Field(None, max_length=128)
+    holder_name: Text | None = Field(None, max_length=128)
 
     @model_validator(mode="before")
     @classmethod
     def _no_raw_card(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and carries_raw_card_data(data):
+        return refuse_raw_card_data(data, in_card=True)
+
+    @field_validator("brand")
+    @classmethod
+    def _brand(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        brand = card_brand(value)
+        if brand is None:
             raise PydanticCustomError(
-                "raw_card_data",
-                "raw card numbers and CVCs are never accepted: send a provider token",
+                "card_brand", "brand must be one of: {brands}", {"brands": BRANDS}
             )
-        return data
+        return brand
 
     @model_validator(mode="after")
     def _no_extra(self) -> Self:

@@ -1,0 +1,106 @@
+"""A scanner for card data, reusable by any test: card numbers and CVC values in text.
+
+It is written apart from the service's own rule (`tillpoint.domain.cards`) so the scans do not
+grade the detector with itself. A card number is a Luhn-valid run of 12-19 digits, plain or
+grouped by (up to three) spaces or dashes, wherever it sits (`tok_4242…`), counting every run
+of whole digit groups (so `4111111111111111 123` is found). Digits inside a longer hex token
+(a UUID, a SHA-256, a request id) are identifiers and are skipped. A CVC is a 3-4 digit value
+under a CVC field name (`"cvc": "123"`, `cvv=123`); three digits alone are not a secret.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+_RUN = re.compile(r"\d(?:[\s\-\u2010-\u2015\u2212]{0,3}\d)*")
+_HEX_AROUND = re.compile(r"[0-9A-Fa-f-]*")
+_CVC = re.compile(
+    r"""(?ix)
+    ["']?\b(?:cvc2?|cvv2?|cvn|cid|card[\s_-]?(?:security[\s_-]?|verification[\s_-]?)?code
+        |security[\s_-]?code)["']?
+    \s*[:=]\s*["']?(\d{3,4})(?!\d)
+    """
+)
+
+
+def luhn(digits: str) -> bool:
+    values = [int(d) for d in reversed(digits)]
+    odd = sum(values[0::2])
+    even = sum(sum(divmod(2 * v, 10)) for v in values[1::2])
+    return (odd + even) % 10 == 0
+
+
+def _inside_hex_token(text: str, start: int, end: int) -> bool:
+    left = _HEX_AROUND.match(text[max(0, start - 100) : start][::-1])
+    right = _HEX_AROUND.match(text[end : end + 100])
+    around = (left.group() if left else "") + (right.group() if right else "")
+    return len(around) >= 8 and any(c.isalpha() for c in around)
+
+
+def find_card_numbers(text: str) -> list[str]:
+    """The digits of every card number in `text` (empty when there is none)."""
+    found: list[str] = []
+    for run in _RUN.finditer(text):
+        if _inside_hex_token(text, run.start(), run.end()):
+            continue
+        groups = re.findall(r"\d+", run.group())
+        for first in range(len(groups)):
+            digits = ""
+            for group in groups[first : first + 19]:
+                digits += group
+                if len(digits) > 19:
+                    break
+                if len(digits) >= 12 and luhn(digits):
+                    found.append(digits)
+    return found
+
+
+def find_cvc_values(text: str) -> list[str]:
+    """Every 3-4 digit value written under a CVC field name."""
+    return _CVC.findall(text)
+
+
+def card_data(text: str) -> list[str]:
+    """Card numbers and CVC values in `text`, labelled, for an assertion message."""
+    return [f"card number {n}" for n in find_card_numbers(text)] + [
+        f"cvc {c}" for c in find_cvc_values(text)
+    ]
+
+
+def as_text(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+async def database_values(engine: AsyncEngine) -> set[tuple[str, str, str]]:
+    """`(table, column, value as text)` for every non-null value of every column of every
+    table (reflected, so tables added later are scanned too)."""
+    metadata = sa.MetaData()
+    async with engine.connect() as conn:
+        await conn.run_sync(metadata.reflect)
+        values: set[tuple[str, str, str]] = set()
+        for table in metadata.sorted_tables:
+            rows = await conn.execute(sa.select(table))
+            for row in rows.mappings():
+                for column, value in row.items():
+                    if value is not None:
+                        values.add((table.name, str(column), as_text(value)))
+    return values
+
+
+def findings(values: Iterable[tuple[str, str, str]]) -> list[str]:
+    """Every card number or CVC in `values`, with where it was found."""
+    return [
+        f"{table}.{column}: {finding}"
+        for table, column, text in values
+        for finding in card_data(text)
+    ]
