@@ -37,6 +37,7 @@ from tests.conftest import (
     postgres_url,
     settings_for,
 )
+from tests.security.scan import numeric_id
 from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import migrate
 from tillpoint.adapters.db import tables as t
@@ -298,7 +299,7 @@ async def _pay(api: Api, order_id: str, token: str, amount: str = "49.99") -> ht
 
 
 def _numeric_order_id() -> str:
-    return str(secrets.randbelow(10**15) + 10**15)
+    return str(numeric_id(10**15, 2 * 10**15))
 
 
 class TestPaymentNumber:

@@ -19,7 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from tests.conftest import SERVICE_KEY, headers
 from tests.events.conftest import Broker, Received
-from tests.security.scan import card_data
+from tests.security.scan import card_data, numeric_id
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container, outbox_relay
 from tillpoint.entrypoints.consumers import REASON_HEADER, REDACTED_HEADER, EventConsumers
@@ -92,7 +92,7 @@ def encode(body: dict[str, Any]) -> bytes:
 
 
 def order_number() -> int:
-    return secrets.randbelow(10**12) + 10**6
+    return numeric_id(10**6, 10**12)
 
 
 def outcomes(messages: list[Received], order_id: str) -> list[Received]:
