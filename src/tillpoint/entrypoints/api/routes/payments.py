@@ -18,6 +18,14 @@ from tillpoint.entrypoints.api.dependencies import (
     change_context,
 )
 from tillpoint.entrypoints.api.idempotent import idempotent
+from tillpoint.entrypoints.api.models import (
+    EventList,
+    PaymentOut,
+    PaymentPage,
+    RefundOut,
+    RunStarted,
+)
+from tillpoint.entrypoints.api.openapi import IDEMPOTENT, IDEMPOTENT_OR_BODY_KEY, answers, ok
 from tillpoint.entrypoints.api.schemas import (
     CaptureIn,
     ConfirmIn,
@@ -37,7 +45,13 @@ from tillpoint.service.ports import PaymentFilter
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
 
-@router.post("", status_code=201, summary="Create a payment for an order (INITIATED)")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a payment for an order (INITIATED)",
+    responses={**ok(PaymentOut, 201), **answers(400, 401, 404, 409, 413, 422, 503)},
+    openapi_extra=IDEMPOTENT_OR_BODY_KEY,
+)
 async def create_payment(
     body: CreatePaymentIn, request: Request, principal: Service, container: ContainerDep
 ) -> Response:
@@ -50,7 +64,7 @@ async def create_payment(
             capture_method=CaptureMethod(body.capture_method),
             payment_method=body.payment_method.domain() if body.payment_method else PaymentMethod(),
             snapshot_id=body.snapshot_id,
-            request_key=_request_key(principal.id, key),
+            request_key=payment_request_key(principal.id, key),
         )
         payment = await payments.create_payment(
             cmd, change_context(principal), deps=container.deps, resume=resumed
@@ -60,14 +74,18 @@ async def create_payment(
     return await idempotent(request, principal, container, action, body_key=True)
 
 
-def _request_key(principal_id: str, key: str | None) -> str | None:
+def payment_request_key(principal_id: str, key: str | None) -> str | None:
     """Ties the payment row to the request that made it, so a retry finds it again."""
     if key is None:
         return None
     return sha256(f"{principal_id}\x00{key}".encode()).hexdigest()
 
 
-@router.get("", summary="List payments (admin), newest first, with filters and a cursor")
+@router.get(
+    "",
+    summary="List payments (admin), newest first, with filters and a cursor",
+    responses={**ok(PaymentPage), **answers(401, 403, 404, 422)},
+)
 async def list_payments(
     query: Annotated[ListPaymentsQuery, Query()], principal: Admin, deps: DepsDep
 ) -> dict[str, Any]:
@@ -82,7 +100,13 @@ async def list_payments(
     return {"data": [payment_json(p) for p in found], "next_cursor": cursor}
 
 
-@router.post("/reconcile", status_code=202, summary="Start a reconciliation pass (admin)")
+@router.post(
+    "/reconcile",
+    status_code=202,
+    summary="Start a reconciliation pass (admin)",
+    responses={**ok(RunStarted, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
+    openapi_extra=IDEMPOTENT,
+)
 async def reconcile(
     request: Request, principal: Admin, container: ContainerDep, background: BackgroundTasks
 ) -> Response:
@@ -97,7 +121,11 @@ async def reconcile(
     return await idempotent(request, principal, container, action)
 
 
-@router.get("/{payment_id}", summary="A payment")
+@router.get(
+    "/{payment_id}",
+    summary="A payment",
+    responses={**ok(PaymentOut), **answers(401, 404, 422)},
+)
 async def get_payment(
     payment_id: str, principal: ServiceOrCustomer, deps: DepsDep
 ) -> dict[str, Any]:
@@ -105,13 +133,22 @@ async def get_payment(
     return payment_json(payment)
 
 
-@router.get("/{payment_id}/events", summary="The payment's own event log, oldest first")
+@router.get(
+    "/{payment_id}/events",
+    summary="The payment's own event log, oldest first",
+    responses={**ok(EventList), **answers(401, 404, 422)},
+)
 async def payment_events(payment_id: str, principal: Service, deps: DepsDep) -> dict[str, Any]:
     events = await payments.payment_events(payment_id, deps=deps)
     return {"data": [event_json(e) for e in events]}
 
 
-@router.post("/{payment_id}/confirm", summary="Send the payment to its provider")
+@router.post(
+    "/{payment_id}/confirm",
+    summary="Send the payment to its provider",
+    responses={**ok(PaymentOut), **answers(400, 401, 402, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def confirm(
     payment_id: str,
     request: Request,
@@ -130,7 +167,12 @@ async def confirm(
     return await idempotent(request, principal, container, action)
 
 
-@router.post("/{payment_id}/mock/complete", summary="Decide a mock payment's outcome")
+@router.post(
+    "/{payment_id}/mock/complete",
+    summary="Decide a mock payment's outcome",
+    responses={**ok(PaymentOut), **answers(400, 401, 402, 404, 409, 413, 422, 503)},
+    openapi_extra=IDEMPOTENT,
+)
 async def mock_complete(
     payment_id: str,
     body: MockCompleteIn,
@@ -159,7 +201,12 @@ async def _amount(payment_id: str, amount: str | None, container: ContainerDep) 
     return amount_in(amount, payment.amount.currency)
 
 
-@router.post("/{payment_id}/capture", summary="Capture an authorized payment, fully or partly")
+@router.post(
+    "/{payment_id}/capture",
+    summary="Capture an authorized payment, fully or partly",
+    responses={**ok(PaymentOut), **answers(400, 401, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def capture(
     payment_id: str,
     request: Request,
@@ -178,7 +225,12 @@ async def capture(
     return await idempotent(request, principal, container, action)
 
 
-@router.post("/{payment_id}/void", summary="Cancel a payment before capture")
+@router.post(
+    "/{payment_id}/void",
+    summary="Cancel a payment before capture",
+    responses={**ok(PaymentOut), **answers(400, 401, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def void(
     payment_id: str,
     request: Request,
@@ -198,7 +250,13 @@ async def void(
     return await idempotent(request, principal, container, action)
 
 
-@router.post("/{payment_id}/refund", status_code=201, summary="Refund captured money (admin)")
+@router.post(
+    "/{payment_id}/refund",
+    status_code=201,
+    summary="Refund captured money (admin)",
+    responses={**ok(RefundOut, 201), **answers(400, 401, 403, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def refund(
     payment_id: str,
     request: Request,
