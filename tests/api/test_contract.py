@@ -190,3 +190,31 @@ class TestOpenApi:
                 path,
                 response.status_code,
             )
+
+
+class TestMessages:
+    async def test_every_outbox_body_follows_its_schema(self, api: Api) -> None:
+        from tests.events.contract import violations
+
+        bodies: list[tuple[str, Any]] = []
+        refunded = await api.confirmed()
+        await api.post(
+            f"/api/v1/payments/{refunded['payment_id']}/refund", {"amount": "1.00"}, key=ADMIN_KEY
+        )
+        held = await api.confirmed(capture_method="manual")
+        await api.post(f"/api/v1/payments/{held['payment_id']}/capture", {"amount": "50.00"})
+        voided = await api.confirmed(capture_method="manual")
+        await api.post(f"/api/v1/payments/{voided['payment_id']}/void", {"reason": "asked"})
+        declined = await api.payment(await api.order(), method={"token": "pm_card_expired"})
+        await api.confirm(declined["payment_id"])
+        for payment in (refunded, held, voided, declined):
+            bodies += [(key, body) for key, _, body in await api.outbox(payment["payment_id"])]
+        assert {key for key, _ in bodies} == {
+            "payment.authorized",
+            "payment.succeeded",
+            "payment.failed",
+            "payment.canceled",
+            "payment.refunded",
+        }
+        for key, body in bodies:
+            assert violations(key, body) == [], body

@@ -62,7 +62,7 @@ async def get_order(order_id: str, principal: ServiceOrCustomer, deps: DepsDep) 
 @router.patch(
     "/orders/{order_id}",
     summary="Change the amount of an order awaiting payment",
-    responses={**ok(OrderOut), **answers(401, 404, 409, 413, 422, 503)},
+    responses={**ok(OrderOut), **answers(400, 401, 404, 409, 413, 422, 503)},
 )
 async def patch_order(
     order_id: str, body: PatchOrderIn, principal: Service, deps: DepsDep
