@@ -38,7 +38,7 @@ CHECKS = [
 ]
 # Per operation. TILLPOINT_TEST_SCHEMATHESIS_EXAMPLES=100 runs a deeper pass (minutes).
 DEEP = int(os.environ.get("TILLPOINT_TEST_SCHEMATHESIS_EXAMPLES", "0"))
-EXAMPLES = {GenerationMode.POSITIVE: DEEP or 10, GenerationMode.NEGATIVE: DEEP or 25}
+EXAMPLES = {GenerationMode.POSITIVE: DEEP or 8, GenerationMode.NEGATIVE: DEEP or 15}
 BASE_URL = "http://tillpoint.test"
 SCHEMA = schemathesis.openapi.from_dict(create_app().openapi())
 
