@@ -218,3 +218,11 @@ class TestMessages:
         }
         for key, body in bodies:
             assert violations(key, body) == [], body
+
+
+async def test_every_answer_declares_its_request_id_and_replays_say_so(api: Api) -> None:
+    doc = (await api.client.get("/openapi.json")).json()["paths"]
+    confirm = doc["/api/v1/payments/{payment_id}/confirm"]["post"]["responses"]
+    assert confirm["200"]["headers"]["X-Request-ID"]["required"] is True
+    assert confirm["402"]["headers"]["Idempotent-Replayed"]["required"] is False
+    assert "Idempotent-Replayed" not in doc["/healthz"]["get"]["responses"]["200"]["headers"]

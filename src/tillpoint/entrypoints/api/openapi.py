@@ -31,6 +31,17 @@ IDEMPOTENCY_KEY: Final[dict[str, Any]] = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
 }
 
+REQUEST_ID: Final[dict[str, Any]] = {
+    "description": "echoed from the request when it sent a well-formed one, else generated",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+}
+REPLAYED: Final[dict[str, Any]] = {
+    "description": "`true` when this is the stored answer of an earlier request with the key",
+    "required": False,
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
 IDEMPOTENT: Final[dict[str, Any]] = {"parameters": [IDEMPOTENCY_KEY]}
 """`openapi_extra` of every POST that goes through the idempotency layer."""
 
@@ -105,6 +116,14 @@ def document(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     for _path, _method, operation in _operations(doc):
+        idempotent = any(
+            p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])
+        )
+        for response in operation["responses"].values():
+            headers = response.setdefault("headers", {})
+            headers["X-Request-ID"] = REQUEST_ID
+            if idempotent:
+                headers["Idempotent-Replayed"] = REPLAYED
         for status, response in operation["responses"].items():
             schema = response.get("content", {}).get("application/json", {}).get("schema", {})
             if status.startswith("2") and "$ref" in schema:  # the model, not `dict[str, Any]`

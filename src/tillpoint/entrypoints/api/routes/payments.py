@@ -170,7 +170,7 @@ async def confirm(
 @router.post(
     "/{payment_id}/mock/complete",
     summary="Decide a mock payment's outcome",
-    responses={**ok(PaymentOut), **answers(400, 401, 402, 404, 409, 413, 422, 503)},
+    responses={**ok(PaymentOut), **answers(400, 401, 404, 409, 413, 422, 503)},
     openapi_extra=IDEMPOTENT,
 )
 async def mock_complete(
