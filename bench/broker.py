@@ -16,6 +16,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from bench.load import OpError, drive
 from bench.stats import Result
+from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange, unrouted_name
 
 CEILING_EXCHANGE = "bench.ceiling"
 CEILING_QUEUE = "bench.ceiling.q"
@@ -120,9 +121,7 @@ class Tap:
         self._connection = await aio_pika.connect_robust(self.url)
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=500)
-        self.exchange = await channel.declare_exchange(
-            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        self.exchange = await declare_events_exchange(self._connection, channel, self.exchange_name)
         queue = await channel.declare_queue(self.queue_name, durable=False, auto_delete=False)
         for key in self.bindings:
             await queue.bind(self.exchange, routing_key=key)
@@ -164,11 +163,17 @@ class Tap:
 
 
 async def delete_exchange(url: str, name: str) -> None:
+    """The events exchange, its alternate exchange and the queue that keeps unrouted messages."""
     connection = await aio_pika.connect_robust(url)
     try:
         channel = await connection.channel()
-        with contextlib.suppress(Exception):
-            await channel.exchange_delete(name)
+        for delete in (
+            lambda: channel.exchange_delete(name),
+            lambda: channel.exchange_delete(unrouted_name(name)),
+            lambda: channel.queue_delete(unrouted_name(name)),
+        ):
+            with contextlib.suppress(Exception):
+                await delete()
     finally:
         await connection.close()
 

@@ -6,14 +6,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tillpoint.adapters.brokers.inprocess import InProcessBroker
 from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import SystemClock
+from tillpoint.adapters.db import migrate as migrations
 from tillpoint.adapters.db.engine import make_engine
 from tillpoint.adapters.db.idempotency import SqlIdempotencyStore
 from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
+from tillpoint.adapters.db.migrate import SchemaState
+from tillpoint.adapters.db.outbox import SqlOutbox
 from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
 from tillpoint.adapters.db.webhooks import SqlWebhookEvents
 from tillpoint.adapters.keys import KeyStore, load_keys
@@ -22,12 +26,20 @@ from tillpoint.adapters.providers.mock import MockGateway
 from tillpoint.adapters.providers.mock_webhooks import MockWebhookSimulator
 from tillpoint.adapters.telemetry import PrometheusTelemetry
 from tillpoint.adapters.webhooks.setup import mock_webhook_secret, webhook_verifiers
-from tillpoint.config import Settings
+from tillpoint.config import ConfigurationRefused, Settings
 from tillpoint.service.context import Deps, ServiceConfig
 from tillpoint.service.idempotency import Idempotency
-from tillpoint.service.outbox import OutboxRelay, Publisher
+from tillpoint.service.outbox import (
+    OutboxHealth,
+    OutboxRelay,
+    Publisher,
+    outbox_health,
+    report_outbox_health,
+)
 from tillpoint.service.ports import Clock, PaymentProvider
 from tillpoint.service.webhooks import WebhookInbox, receive_webhook
+
+log = structlog.get_logger("tillpoint.bootstrap")
 
 
 @dataclass
@@ -44,6 +56,27 @@ class Container:
     webhooks: WebhookInbox | None = None
     mock_webhooks: MockWebhookSimulator | None = None
     publisher: Publisher | None = None
+
+    async def database_check(self) -> str:
+        """`UP`, `DOWN` (unreachable) or `NOT_MIGRATED` (the schema is behind this code)."""
+        try:
+            async with self.engine.connect() as conn:
+                state = await conn.run_sync(migrations.schema_state)
+        except Exception:  # any failure means not ready
+            return "DOWN"
+        return "NOT_MIGRATED" if state is SchemaState.BEHIND else "UP"
+
+    async def outbox_health(self) -> OutboxHealth:
+        """The outbox backlog and oldest unpublished age, read from the database (so the API
+        reports them with no worker running), also set on the Prometheus gauges."""
+        async with self.engine.connect() as conn:
+            health = await outbox_health(
+                SqlOutbox(conn),
+                self.deps.clock.now(),
+                stall_after=self.settings.outbox_stall_after,
+            )
+        report_outbox_health(health, self.telemetry)
+        return health
 
     async def aclose(self) -> None:
         if self.publisher is not None:
@@ -62,6 +95,27 @@ def preflight(settings: Settings) -> None:
     webhook_verifiers(settings, mock_webhook_secret(settings))
 
 
+def schema_preflight(settings: Settings) -> None:
+    """Refuse a database whose schema is behind this code (run it after any embedded upgrade).
+
+    An unreachable database is not refused here: `/healthz/ready` reports it, and the service
+    recovers when the database comes back.
+    """
+    try:
+        state, current = migrations.inspect_schema(settings.database_url)
+    except Exception as exc:  # unreachable, missing database, bad credentials
+        log.warning("startup.schema_unchecked", reason=f"{type(exc).__name__}: {exc}"[:300])
+        return
+    revisions = ",".join(sorted(current)) or "none"
+    if state is SchemaState.BEHIND:
+        raise ConfigurationRefused(
+            f"the database schema is at revision {revisions} but this code needs "
+            f"{migrations.head()}; run `tillpoint migrate` first"
+        )
+    if state is SchemaState.AHEAD:
+        log.warning("startup.schema_ahead", revision=revisions, code_head=migrations.head())
+
+
 def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(
         failure_policy=settings.on_payment_failure,
@@ -71,6 +125,7 @@ def service_config(settings: Settings) -> ServiceConfig:
         provider_timeout=settings.provider_timeout.total_seconds(),
         recheck_schedule=settings.recheck_schedule,
         fault=settings.test_faults,
+        idempotency_ttl=settings.idempotency_ttl,
     )
 
 
@@ -82,7 +137,7 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
     mock = MockGateway(engine, delay_ms=settings.mock_delay_ms, clock=clock.now)
     providers: dict[str, PaymentProvider] = {"mock": mock}
     deps = Deps(
-        uow=SqlUnitOfWorkFactory(engine),
+        uow=SqlUnitOfWorkFactory(engine, dialect=settings.event_dialect),
         providers=ProviderRegistry(providers),
         clock=clock,
         telemetry=telemetry,
@@ -118,7 +173,7 @@ def outbox_relay(container: Container) -> OutboxRelay | None:
     if container.publisher is None:
         return None
     return OutboxRelay(
-        uow=SqlEventsUnitOfWorkFactory(container.engine),
+        uow=SqlEventsUnitOfWorkFactory(container.engine, dialect=container.settings.event_dialect),
         publisher=container.publisher,
         clock=container.deps.clock,
         metrics=container.telemetry,
@@ -132,6 +187,7 @@ def make_publisher(settings: Settings) -> Publisher:
         return RabbitPublisher(
             settings.broker_url,
             settings.events_exchange,
+            alternate=settings.events_alternate_exchange,
             confirm_timeout=settings.broker_publish_timeout.total_seconds(),
         )
     return InProcessBroker()

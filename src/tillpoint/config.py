@@ -14,6 +14,10 @@ from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validat
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from tillpoint.domain.order import FailurePolicy
+from tillpoint.service.messages import EventDialect
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+DEFAULT_MAX_HEADER_BYTES = 32 * 1024
 
 _DURATION = re.compile(r"(?P<n>[0-9]+)(?P<unit>ms|s|m|h|d)")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -64,12 +68,19 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(10, ge=1, le=100)
     broker_url: str = ""
     events_exchange: str = "payments.events"
+    # "argument": declare the exchange with `alternate-exchange=<exchange>.unrouted`;
+    # "policy": an operator's policy sets it (an exchange made before that argument existed).
+    events_alternate_exchange: Literal["argument", "policy"] = "argument"
     stock_confirmed_queue: str = "payment.stock-confirmed"
     order_created_queue: str = "payment.order-created"
     consumer_prefetch: int = Field(16, ge=1, le=1000)
     outbox_batch_size: int = Field(100, ge=1, le=10_000)
     outbox_interval: Duration = timedelta(milliseconds=100)
     broker_publish_timeout: Duration = timedelta(seconds=5)
+    # `/healthz/ready` reports the relay STALLED once the oldest unpublished row is this old.
+    outbox_stall_after: Duration = timedelta(minutes=5)
+    # The shape of published bodies: API.md's snake_case, or seed 004's ordering service.
+    event_dialect: EventDialect = EventDialect.DEFAULT
     api_keys: list[ApiKey] = Field(default_factory=list)
     state_dir: str = ".tillpoint"
     default_provider: str = "mock"
@@ -92,14 +103,17 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
     stripe_api_base: str = "https://api.stripe.com"
+    # Requests beyond these limits are refused (413, 431) before they are read into memory.
+    max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024**3)
+    max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024**2)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     run_workers_in_api: bool | None = None
     # `tillpoint worker` serves Prometheus metrics here when set (0 = off).
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
-    # TEST ONLY fault injection, never set in production: "crash_after_provider_call" raises,
-    # "kill_after_provider_call" SIGKILLs the process between the provider call and the commit.
+    # TEST ONLY fault injection, never set in production: `<crash|kill>_<point>[@<operation>]`,
+    # see `tillpoint.service.faults`.
     test_faults: Annotated[frozenset[str], NoDecode] = frozenset()
 
     @field_validator("test_faults", "mock_webhook_faults", mode="before")

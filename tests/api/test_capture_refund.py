@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import sqlalchemy as sa
+
 from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, SERVICE_KEY
+from tillpoint.adapters.db import tables as t
 
 
 async def capture(api: Api, payment_id: str, amount: str | None = None) -> dict[str, object]:
@@ -74,7 +77,7 @@ class TestCaptureThenRefund:
         nothing_left = await api.post(
             f"/api/v1/payments/{pid}/refund", {"amount": "0.01"}, key=ADMIN_KEY
         )
-        assert_problem(nothing_left, 409, "invalid_state_transition")
+        assert_problem(nothing_left, 409, "amount_exceeds_refundable")
         assert (await api.payment_state(pid))["refunded_amount"] == "80.00"
 
     async def test_one_full_refund_refunds_payment_and_order(self, api: Api) -> None:
@@ -162,4 +165,16 @@ class TestVoid:
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "CANCELED"
         [entry] = await api.ledger(order_id)
-        assert entry["transactions"] == []
+        # Recorded as a finished void that never reached the provider (so a retry of the same
+        # request finds it), and the mock gateway's own ledger saw nothing.
+        [void] = entry["transactions"]
+        assert (void["kind"], void["status"]) == ("VOID", "SUCCEEDED")
+        assert void["provider_reference"] is None
+        ledger = t.mock_gateway_ledger
+        async with api.container.engine.connect() as conn:
+            seen = await conn.scalar(
+                sa.select(sa.func.count())
+                .select_from(ledger)
+                .where(ledger.c.payment_id == created["payment_id"])
+            )
+        assert seen == 0

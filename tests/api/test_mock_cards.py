@@ -36,7 +36,9 @@ class TestSuccess:
         assert (await api.order_state(held["order_id"]))["status"] == "PAYMENT_PENDING"
 
     async def test_an_unknown_card_succeeds(self, api: Api, form: str) -> None:
-        paid = await api.confirmed(method=method(form, "pm_card_mastercard", "4444"))
+        """Any other token or last four; an unknown `pm_card_…` test token is refused instead
+        (tests/api/test_hostile_input.py)."""
+        paid = await api.confirmed(method=method(form, "tok_mastercard", "4444"))
         assert paid["status"] == "CAPTURED"
 
 

@@ -20,6 +20,7 @@ from asgi_lifespan import LifespanManager
 
 from tests.conftest import need_service, postgres_url, settings_for
 from tests.events.contract import PUBLISHED, violations
+from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange, unrouted_name
 from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import migrate
 from tillpoint.bootstrap import Container, build
@@ -51,9 +52,18 @@ class Names:
         return f"tap.test.{self.suffix}"
 
     @property
+    def unrouted(self) -> str:
+        """The events exchange's alternate exchange, and the queue bound to it."""
+        return unrouted_name(self.exchange)
+
+    @property
     def queues(self) -> list[str]:
         consumed = [self.stock_confirmed, self.order_created]
-        return [self.tap, *consumed, *(f"{q}.dlq" for q in consumed)]
+        return [self.tap, self.unrouted, *consumed, *(f"{q}.dlq" for q in consumed)]
+
+    @property
+    def exchanges(self) -> list[str]:
+        return [self.exchange, self.unrouted]
 
 
 @dataclass
@@ -148,9 +158,7 @@ async def broker() -> AsyncIterator[Broker]:
     tap = Tap()
     channel = await connection.channel()
     try:
-        exchange = await channel.declare_exchange(
-            names.exchange, aio_pika.ExchangeType.TOPIC, durable=True
-        )
+        exchange = await declare_events_exchange(connection, channel, names.exchange)
         queue = await channel.declare_queue(names.tap, durable=True)
         await queue.bind(exchange, routing_key="#")
         tag = await queue.consume(tap.on_message)
@@ -162,8 +170,9 @@ async def broker() -> AsyncIterator[Broker]:
         for name in names.queues:
             with contextlib.suppress(Exception):
                 await cleanup.queue_delete(name)
-        with contextlib.suppress(Exception):
-            await cleanup.exchange_delete(names.exchange)
+        for name in names.exchanges:
+            with contextlib.suppress(Exception):
+                await cleanup.exchange_delete(name)
         await connection.close()
 
 

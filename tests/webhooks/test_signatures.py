@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -107,7 +108,7 @@ class TestMockSignatures:
 
 def _stripe_event(event_type: str = "payment_intent.succeeded") -> dict[str, Any]:
     return {
-        "id": "evt_" + Path(__file__).stem + event_type.replace(".", "_") + str(id(object())),
+        "id": "evt_" + Path(__file__).stem + event_type.replace(".", "_") + secrets.token_hex(8),
         "object": "event",
         "type": event_type,
         "created": 1_764_000_000,

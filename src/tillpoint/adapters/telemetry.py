@@ -62,7 +62,14 @@ HISTOGRAMS: Final[dict[str, Histogram]] = {
     ),
 }
 GAUGES: Final[dict[str, Gauge]] = {
-    "outbox_backlog": Gauge("outbox_backlog", "Unpublished outbox rows", registry=REGISTRY),
+    "outbox_backlog": Gauge(
+        "outbox_backlog", "Unpublished outbox rows (counted up to 100000)", registry=REGISTRY
+    ),
+    "outbox_oldest_unpublished_age_seconds": Gauge(
+        "outbox_oldest_unpublished_age_seconds",
+        "Age of the oldest unpublished outbox row (0 when none waits)",
+        registry=REGISTRY,
+    ),
     "webhook_backlog": Gauge(
         "webhook_backlog", "Stored webhooks waiting to be processed", registry=REGISTRY
     ),

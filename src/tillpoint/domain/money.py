@@ -164,6 +164,12 @@ CURRENCY_EXPONENTS: Final[Mapping[str, int]] = {
 _AMOUNT = re.compile(r"(?P<whole>0|[1-9][0-9]*)(?:\.(?P<frac>[0-9]+))?")
 # Large enough for any real payment, small enough for a signed 64-bit column.
 MAX_MINOR: Final = 10**15
+# The database's BIGINT range: no Money outside it can ever be built, so none reaches a column.
+MAX_STORABLE: Final = 2**63 - 1
+# The longest amount string worth reading: MAX_MINOR's digits, a point and three decimals, with
+# room to spare. Longer text is refused before `int()` sees it (Python refuses to convert more
+# than 4300 digits, and converting that many is slow anyway).
+MAX_AMOUNT_TEXT: Final = 32
 
 
 def exponent_of(currency: str) -> int:
@@ -187,6 +193,8 @@ class Money:
         exponent_of(self.currency)
         if isinstance(self.minor, bool) or not isinstance(self.minor, int):
             raise TypeError("Money.minor must be an int")
+        if not -MAX_STORABLE <= self.minor <= MAX_STORABLE:
+            raise ValidationFailed("amount", "amount is out of range")
 
     @classmethod
     def parse(cls, text: str, currency: str, *, allow_zero: bool = False) -> Money:
@@ -197,6 +205,8 @@ class Money:
         exponent = exponent_of(currency)
         if not isinstance(text, str):
             raise ValidationFailed("amount", 'amount must be a decimal string such as "49.99"')
+        if len(text) > MAX_AMOUNT_TEXT:
+            raise ValidationFailed("amount", "amount is too large")
         match = _AMOUNT.fullmatch(text)
         if match is None:
             raise ValidationFailed(

@@ -75,11 +75,19 @@ class Order:
     created_at: datetime
     updated_at: datetime
     version: int = 0
+    # The request that registered it: that request's retry gets this order back.
+    request_key: str | None = None
     new_history: list[HistoryEntry] = field(default_factory=list)
 
     @classmethod
     def register(
-        cls, order_id: str, buyer_id: str, amount: Money, now: datetime, ctx: ChangeContext
+        cls,
+        order_id: str,
+        buyer_id: str,
+        amount: Money,
+        now: datetime,
+        ctx: ChangeContext,
+        request_key: str | None = None,
     ) -> Order:
         order = cls(
             order_id=check_order_id(order_id),
@@ -88,6 +96,7 @@ class Order:
             status=OrderStatus.PAYMENT_PENDING,
             created_at=now,
             updated_at=now,
+            request_key=request_key,
         )
         order.new_history.append(
             HistoryEntry(

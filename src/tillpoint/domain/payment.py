@@ -20,6 +20,7 @@ from tillpoint.domain.errors import (
     InvalidStateTransition,
 )
 from tillpoint.domain.ids import new_id
+from tillpoint.domain.mock_cards import check_test_card
 from tillpoint.domain.money import Money
 
 
@@ -153,14 +154,25 @@ class Operation:
     updated_at: datetime
     provider_reference: str | None = None
     refund_id: str | None = None
+    reason: str | None = None  # the client's reason for the operation (a void's)
     error_code: str | None = None
     error_message: str | None = None
     check_count: int = 0
     next_check_at: datetime | None = None
+    # The request that sent it (a hash of principal, route and Idempotency-Key): that request's
+    # retry resumes this operation instead of starting another one.
+    request_key: str | None = None
 
     @property
     def open(self) -> bool:
         return self.status in (OperationStatus.PENDING, OperationStatus.UNKNOWN)
+
+    def resend_for(self, request_key: str | None, now: datetime) -> None:
+        """Another request takes over this open operation (mock complete after confirm): its
+        retry must find the operation too. The provider key stays the same."""
+        if request_key is not None:
+            self.request_key = request_key
+        self.updated_at = now
 
     def succeed(self, now: datetime, provider_reference: str | None) -> None:
         self.status = OperationStatus.SUCCEEDED
@@ -230,6 +242,7 @@ class Payment:
     sequence: int = 0
     version: int = 0
     operation_count: int = 0
+    number: int | None = None  # assigned by the database when the payment is first saved
     events: list[RecordedEvent] = field(default_factory=list)
 
     # -- creation -----------------------------------------------------------------------------
@@ -248,6 +261,7 @@ class Payment:
         request_key: str | None,
         now: datetime,
     ) -> Payment:
+        check_test_card(provider, payment_method.token)
         payment = cls(
             id=new_id("pay"),
             order_id=order_id,
@@ -294,7 +308,13 @@ class Payment:
     # -- provider operations ----------------------------------------------------------------
 
     def begin_operation(
-        self, kind: OperationKind, amount: Money, now: datetime, refund_id: str | None = None
+        self,
+        kind: OperationKind,
+        amount: Money,
+        now: datetime,
+        refund_id: str | None = None,
+        request_key: str | None = None,
+        reason: str | None = None,
     ) -> Operation:
         """A `PENDING` operation whose provider key derives from our ids (`pay_…:capture:1`)."""
         self.operation_count += 1
@@ -309,24 +329,31 @@ class Payment:
             created_at=now,
             updated_at=now,
             refund_id=refund_id,
+            request_key=request_key,
+            reason=reason,
         )
 
-    def begin_confirmation(self, now: datetime, method: PaymentMethod | None) -> Operation:
+    def begin_confirmation(
+        self, now: datetime, method: PaymentMethod | None, request_key: str | None = None
+    ) -> Operation:
         if self.status is not PaymentStatus.INITIATED:
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status}; only an INITIATED payment can be confirmed",
                 payment_id=self.id,
             )
         if method is not None:
+            check_test_card(self.provider, method.token)
             self.payment_method = method
         kind = (
             OperationKind.SALE
             if self.capture_method is CaptureMethod.AUTOMATIC
             else OperationKind.AUTHORIZE
         )
-        return self.begin_operation(kind, self.amount, now)
+        return self.begin_operation(kind, self.amount, now, request_key=request_key)
 
-    def begin_capture(self, amount: Money | None, now: datetime) -> Operation:
+    def begin_capture(
+        self, amount: Money | None, now: datetime, request_key: str | None = None
+    ) -> Operation:
         if self.status is not PaymentStatus.AUTHORIZED:
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status}; only an AUTHORIZED payment can be captured",
@@ -338,19 +365,34 @@ class Payment:
                 f"cannot capture {amount.format()}: {self.capturable.format()} is authorized",
                 payment_id=self.id,
             )
-        return self.begin_operation(OperationKind.CAPTURE, amount, now)
+        return self.begin_operation(OperationKind.CAPTURE, amount, now, request_key=request_key)
 
-    def begin_void(self, now: datetime) -> Operation:
+    def begin_void(
+        self, now: datetime, request_key: str | None = None, reason: str | None = None
+    ) -> Operation:
+        """The void's `reason` rides on its operation, so `canceled(op.reason, …)` publishes it
+        whoever records the provider's answer."""
         if not can_move(self.status, PaymentStatus.CANCELED):
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status} and can no longer be voided",
                 payment_id=self.id,
             )
-        return self.begin_operation(OperationKind.VOID, self.amount, now)
+        return self.begin_operation(
+            OperationKind.VOID, self.amount, now, request_key=request_key, reason=reason
+        )
 
     def begin_refund(
-        self, amount: Money | None, reason: str | None, now: datetime
+        self,
+        amount: Money | None,
+        reason: str | None,
+        now: datetime,
+        request_key: str | None = None,
     ) -> tuple[Refund, Operation]:
+        if self.status is PaymentStatus.REFUNDED:
+            raise AmountExceedsRefundable(
+                f"payment {self.id} is fully refunded: nothing is left to refund",
+                payment_id=self.id,
+            )
         if self.status not in (PaymentStatus.CAPTURED, PaymentStatus.PARTIALLY_REFUNDED):
             raise InvalidStateTransition(
                 f"payment {self.id} is {self.status}; only a captured payment can be refunded",
@@ -371,7 +413,20 @@ class Payment:
             status=RefundStatus.PENDING,
             created_at=now,
         )
-        return refund, self.begin_operation(OperationKind.REFUND, amount, now, refund.id)
+        return refund, self.begin_operation(
+            OperationKind.REFUND, amount, now, refund.id, request_key=request_key
+        )
+
+    def cancel_unsent(
+        self, reason: str | None, now: datetime, source: str, request_key: str | None = None
+    ) -> Operation:
+        """Cancel a payment that never reached its provider. The void is recorded as a finished
+        operation with no provider call, so a retry of the same request finds it."""
+        op = self.begin_void(now, request_key, reason)
+        self.canceled(reason, now, source)
+        op.succeed(now, None)
+        op.error_message = "canceled before it reached the provider"
+        return op
 
     # -- outcomes (from the provider's answer, a webhook, or reconciliation) ------------------
 

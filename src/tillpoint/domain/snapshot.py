@@ -11,7 +11,7 @@ from tillpoint.domain.errors import (
     ValidationFailed,
 )
 from tillpoint.domain.ids import new_id
-from tillpoint.domain.money import Money
+from tillpoint.domain.money import MAX_MINOR, Money
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,11 @@ class CheckoutSnapshot:
         if not items:
             raise ValidationFailed("items", "a quote needs at least one item")
         currency = items[0].unit_amount.currency
-        subtotal = Money(sum(item.total.minor for item in items), currency)
+        subtotal_minor = sum(item.unit_amount.minor * item.quantity for item in items)
+        if subtotal_minor + shipping.minor + tax.minor > MAX_MINOR:
+            # Checked on the integers, before any line total or sum becomes a Money.
+            raise ValidationFailed("items", "the quote's total is too large")
+        subtotal = Money(subtotal_minor, currency)
         total = subtotal - discount + shipping + tax
         if total.minor <= 0:
             raise ValidationFailed("discount_amount", "the quote's total must be greater than zero")

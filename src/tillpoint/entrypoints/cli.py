@@ -15,7 +15,7 @@ from tillpoint import __version__
 from tillpoint.adapters.db import migrate as migrations
 from tillpoint.adapters.keys import load_keys
 from tillpoint.adapters.logging import configure_logging
-from tillpoint.bootstrap import preflight
+from tillpoint.bootstrap import preflight, schema_preflight
 from tillpoint.config import ConfigurationRefused, Settings
 from tillpoint.entrypoints import serving
 
@@ -23,9 +23,13 @@ log = structlog.get_logger("tillpoint.cli")
 
 
 def _refused(settings: Settings) -> int | None:
-    """Exit code 2 with one clear log line when the settings cannot run, instead of a trace."""
+    """Exit code 2 with one clear log line when the settings or the database's schema cannot
+    run, instead of a trace. The embedded database is migrated here (a fresh machine works)."""
     try:
         preflight(settings)
+        if settings.embedded:
+            migrations.upgrade(settings.database_url)
+        schema_preflight(settings)
     except ConfigurationRefused as exc:
         log.error("startup.refused", reason=str(exc))
         print(f"tillpoint: refusing to start: {exc}", file=sys.stderr)
@@ -37,8 +41,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if (refused := _refused(settings)) is not None:
         return refused
     keys, dev_file = load_keys(settings)
-    if settings.embedded:
-        migrations.upgrade(settings.database_url)
     if dev_file is not None:
         print(f"Development API keys (kept in {dev_file}):", file=sys.stderr)
         for key in keys:
@@ -51,7 +53,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         database=settings.database_url.split("@")[-1],
         broker=bool(settings.broker_url),
     )
-    serving.serve(args.host, args.port, args.workers)
+    serving.serve(args.host, args.port, args.workers, max_header_bytes=settings.max_header_bytes)
     return 0
 
 
@@ -72,8 +74,6 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
 
     if (refused := _refused(settings)) is not None:
         return refused
-    if settings.embedded:
-        migrations.upgrade(settings.database_url)
     if settings.worker_metrics_port:
         from prometheus_client import start_http_server
 

@@ -39,6 +39,7 @@ from pydantic import (
 )
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange
 from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
 from tillpoint.bootstrap import Container
 from tillpoint.domain.errors import DomainError, ProviderFailure
@@ -286,7 +287,9 @@ class EventConsumers:
         self.subscriptions = subscriptions_ or subscriptions(container)
         self.prefetch = prefetch or container.settings.consumer_prefetch
         self.retry_delay = retry_delay
-        self.events = SqlEventsUnitOfWorkFactory(container.engine)
+        self.events = SqlEventsUnitOfWorkFactory(
+            container.engine, dialect=container.settings.event_dialect
+        )
         self.locks = KeyedLocks()
         self.started = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
@@ -322,8 +325,11 @@ class EventConsumers:
         channel = await connection.channel(publisher_confirms=True)
         self._channel = channel
         await channel.set_qos(prefetch_count=self.prefetch)
-        exchange = await channel.declare_exchange(
-            self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
+        exchange = await declare_events_exchange(
+            connection,
+            channel,
+            self.exchange_name,
+            alternate=self.container.settings.events_alternate_exchange,
         )
         for sub in self.subscriptions:
             await channel.declare_queue(sub.dead_letter_queue, durable=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext
 from tillpoint.domain.payment import Payment, PaymentMethod, PaymentStatus
 from tillpoint.service.context import Deps
+from tillpoint.service.messages import renumbered
 from tillpoint.service.orders import CreateOrder, create_order
 from tillpoint.service.outbox import OutboxMessage, OutboxRepository
 from tillpoint.service.payments import CreatePayment, confirm_payment, create_payment
@@ -224,7 +224,7 @@ async def _pay(event: OrderEvent, ctx: ChangeContext, *, deps: Deps) -> tuple[Pa
     if payment.status is not PaymentStatus.INITIATED or payment.request_key != key:
         return payment, False
     try:
-        payment = await confirm_payment(payment.id, None, ctx, deps=deps, resume=True)
+        payment = await confirm_payment(payment.id, None, ctx, deps=deps, request_key=key)
     except PaymentDeclined as exc:
         payment = exc.payment
     return payment, True
@@ -271,7 +271,6 @@ async def _republish(
         # A new message about the same fact: it takes the payment's next sequence number.
         payment.sequence += 1
         event_id = new_id("evt")
-        body = {**json.loads(latest.body), "event_id": event_id, "sequence": payment.sequence}
         await uow.outbox.add(
             OutboxMessage(
                 event_id=event_id,
@@ -279,7 +278,7 @@ async def _republish(
                 routing_key=latest.routing_key,
                 message_type=latest.message_type,
                 sequence=payment.sequence,
-                body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                body=renumbered(latest.body, event_id, payment.sequence),
                 created_at=deps.clock.now(),
             )
         )

@@ -24,6 +24,9 @@ class ServiceConfig:
         timedelta(days=1),
     )
     fault: frozenset[str] = field(default_factory=frozenset)
+    # How long an Idempotency-Key is kept: a request key matches the work of the same request
+    # only within this time (a key used again after it was reaped is a new request).
+    idempotency_ttl: timedelta = timedelta(hours=24)
 
     def next_check(self, check_count: int) -> timedelta:
         return self.recheck_schedule[min(check_count, len(self.recheck_schedule) - 1)]

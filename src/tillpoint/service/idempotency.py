@@ -73,7 +73,8 @@ def fingerprint(path: str, body: Any) -> str:
     canonical = json.dumps(
         {"path": path, "body": body}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    # `surrogatepass`: JSON may carry a lone surrogate (`"\ud800"`), which plain UTF-8 refuses.
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 # Outcomes that are never stored, so a corrected retry with the same key proceeds.
@@ -97,6 +98,7 @@ class Idempotency:
         *,
         on_reused: Callable[[], StoredResponse],
         on_in_use: Callable[[], StoredResponse],
+        before_store: Callable[[], None] | None = None,
     ) -> StoredResponse:
         now = self.clock.now()
         claim = await self.store.claim(
@@ -124,10 +126,26 @@ class Idempotency:
         except BaseException:
             # An unexpected failure (a bug, the database gone): nothing is stored, so the
             # client's retry with the same key runs again and resumes the work.
-            await self.store.release(scope, key)
+            await self._release(scope, key)
             raise
+        if before_store is not None:
+            before_store()
         if response.status_code in NOT_STORED or not response.storable:
             await self.store.release(scope, key)
-        else:
+            return response
+        try:
             await self.store.complete(scope, key, response)
+        except BaseException:
+            # The work is committed but its answer could not be stored (the connection was
+            # lost): free the key, so the retry runs now and finds the committed work, instead
+            # of waiting out the lock timeout.
+            await self._release(scope, key)
+            raise
         return response
+
+    async def _release(self, scope: str, key: str) -> None:
+        """Best effort: if the database is gone, the key is taken over after `lock_timeout`."""
+        try:
+            await self.store.release(scope, key)
+        except Exception as exc:
+            log.warning("idempotency.release_failed", error=type(exc).__name__)

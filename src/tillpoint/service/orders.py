@@ -21,6 +21,7 @@ class CreateOrder:
     order_id: str
     buyer_id: str
     amount: Money
+    request_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +51,16 @@ def _visible(order: Order | None, order_id: str, buyer_id: str | None) -> Order:
 
 async def create_order(cmd: CreateOrder, ctx: ChangeContext, *, deps: Deps) -> Order:
     now = deps.clock.now()
-    order = Order.register(cmd.order_id, cmd.buyer_id, cmd.amount, now, ctx)
+    order = Order.register(cmd.order_id, cmd.buyer_id, cmd.amount, now, ctx, cmd.request_key)
     async with deps.uow() as uow:
-        if await uow.orders.get(cmd.order_id) is not None:
+        existing = await uow.orders.get(cmd.order_id)
+        if existing is not None:
+            if (
+                cmd.request_key is not None
+                and existing.request_key == cmd.request_key
+                and existing.created_at > now - deps.config.idempotency_ttl
+            ):
+                return existing  # a retry of the request that registered it
             raise OrderExists(f"order {cmd.order_id} already exists")
         await uow.orders.add(order)
         await uow.commit()

@@ -29,7 +29,7 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import structlog
@@ -52,6 +52,14 @@ class OutboxMessage:
     created_at: datetime
     id: int | None = None
     attempts: int = 0
+
+
+class RelayMetrics(Protocol):
+    def count(self, name: str, **labels: str) -> None: ...
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None: ...
+
+    def gauge(self, name: str, value: float) -> None: ...
 
 
 class PublishFailed(Exception):
@@ -87,7 +95,43 @@ class OutboxRepository(Protocol):
         """The newest row of an aggregate with one of these routing keys, published or not."""
         ...
 
-    async def backlog(self) -> int: ...
+    async def backlog(self, cap: int = ...) -> int:
+        """Unpublished rows, counted up to `cap` (a huge backlog costs no more than `cap`)."""
+        ...
+
+    async def oldest_unpublished_at(self) -> datetime | None:
+        """`created_at` of the oldest unpublished row (by insertion order), or None."""
+        ...
+
+
+BACKLOG_CAP = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxHealth:
+    """What an operator needs to see a stalled relay: how much waits, and for how long."""
+
+    backlog: int
+    oldest_age_seconds: float
+    stalled: bool
+
+
+async def outbox_health(
+    outbox: OutboxRepository, now: datetime, *, stall_after: timedelta | None = None
+) -> OutboxHealth:
+    """Read the backlog and the oldest unpublished row's age from the database itself, so any
+    process (the API without a worker too) reports them; `stalled` once that age passes
+    `stall_after`."""
+    backlog = await outbox.backlog(BACKLOG_CAP)
+    oldest = await outbox.oldest_unpublished_at() if backlog else None
+    age = max((now - oldest).total_seconds(), 0.0) if oldest is not None else 0.0
+    stalled = stall_after is not None and backlog > 0 and age > stall_after.total_seconds()
+    return OutboxHealth(backlog, age, stalled)
+
+
+def report_outbox_health(health: OutboxHealth, metrics: RelayMetrics) -> None:
+    metrics.gauge("outbox_backlog", health.backlog)
+    metrics.gauge("outbox_oldest_unpublished_age_seconds", health.oldest_age_seconds)
 
 
 class OutboxUnitOfWork(Transaction, Protocol):
@@ -96,14 +140,6 @@ class OutboxUnitOfWork(Transaction, Protocol):
 
 class OutboxUnitOfWorkFactory(Protocol):
     def __call__(self) -> OutboxUnitOfWork: ...
-
-
-class RelayMetrics(Protocol):
-    def count(self, name: str, **labels: str) -> None: ...
-
-    def observe(self, name: str, seconds: float, **labels: str) -> None: ...
-
-    def gauge(self, name: str, value: float) -> None: ...
 
 
 def publishable(
@@ -235,12 +271,12 @@ class OutboxRelay:
             )
 
     async def _backlog(self, outbox: OutboxRepository) -> None:
-        """Refresh the backlog gauge at most once a second: counting a large backlog after
+        """Refresh the backlog gauges at most once a second: counting a large backlog after
         every batch would cost more than relaying the batch."""
         if self.metrics is None or time.monotonic() - self._gauged_at < 1.0:
             return
         self._gauged_at = time.monotonic()
-        self.metrics.gauge("outbox_backlog", await outbox.backlog())
+        report_outbox_health(await outbox_health(outbox, self.clock.now()), self.metrics)
 
 
 async def drain(relay: OutboxRelay, *, within: float = 10.0) -> int:

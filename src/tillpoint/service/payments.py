@@ -9,8 +9,6 @@ for the janitor, which asks the provider instead of guessing.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from datetime import datetime
 import structlog
 
 from tillpoint.domain.errors import (
+    ActivePaymentExists,
     AmountMismatch,
     InvalidStateTransition,
     NotFound,
@@ -42,6 +41,7 @@ from tillpoint.domain.payment import (
     PaymentStatus,
     Refund,
 )
+from tillpoint.service import faults
 from tillpoint.service.context import Deps
 from tillpoint.service.ports import (
     AuthorizeRequest,
@@ -60,12 +60,19 @@ from tillpoint.service.ports import (
 
 log = structlog.get_logger("tillpoint.payments")
 
-# What a phase-1 `begin` hands to `_execute`: the operation, and whether it is new.
-Begun = tuple[Operation, bool]
 
+@dataclass(frozen=True, slots=True)
+class Begun:
+    """What a phase-1 `begin` hands to `_execute`.
 
-class FaultInjected(Exception):
-    """Raised only when a test asks for it (`TILLPOINT_TEST_FAULTS`)."""
+    `new`: the operation is to be inserted (else it is one left open earlier, sent again with its
+    same provider key). `send`: False for an operation that a previous attempt of the same
+    request already finished — nothing is sent, its outcome is the answer.
+    """
+
+    op: Operation
+    new: bool = True
+    send: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +136,29 @@ async def create_payment(
     """Record an INITIATED payment for a payable order.
 
     One active payment per order is the partial unique index's job (the repository maps its
-    violation to `ActivePaymentExists`), so the hot path reads nothing it does not need. With
-    `resume` (the idempotent retry of a request that died), the payment that request already
-    committed is returned instead of a second one.
+    violation to `ActivePaymentExists`), so the hot path reads nothing it does not need. A retry
+    of the same request (same `request_key`) gets the payment its first attempt committed
+    instead of a conflict or a second payment: looked up first when the idempotency layer says
+    the request is resumed, and on a conflict otherwise (the first attempt's answer may have
+    been lost with a database connection, which releases the key).
     """
+    try:
+        return await _create_payment(cmd, deps=deps, resume=resume)
+    except (ActivePaymentExists, OrderNotPayable):
+        if cmd.request_key is None:
+            raise
+        async with deps.uow() as uow:
+            existing = await uow.payments.by_request_key(cmd.request_key)
+        if (
+            existing is None
+            or existing.order_id != cmd.order_id
+            or existing.created_at <= deps.clock.now() - deps.config.idempotency_ttl
+        ):
+            raise
+        return existing
+
+
+async def _create_payment(cmd: CreatePayment, *, deps: Deps, resume: bool) -> Payment:
     now = deps.clock.now()
     provider = cmd.provider or deps.config.default_provider
     if provider not in deps.providers:
@@ -220,7 +246,7 @@ async def apply_result(
         case (OperationKind.REFUND, _):
             _reschedule(op, now, f"refund is {result.status}", deps=deps)
         case (OperationKind.VOID, ProviderStatus.CANCELED):
-            payment.canceled(None, now, source)
+            payment.canceled(op.reason, now, source)
             op.succeed(now, result.reference)
         case (OperationKind.VOID, ProviderStatus.FAILED):
             op.fail(now, result.failure_code, result.failure_message)
@@ -313,20 +339,6 @@ def _reschedule(op: Operation, now: datetime, reason: str, *, deps: Deps) -> Non
     op.updated_at = now
 
 
-def _fault(deps: Deps, point: str) -> None:
-    """TEST ONLY (`TILLPOINT_TEST_FAULTS`), never set in production.
-
-    `crash_<point>` raises; `kill_<point>` SIGKILLs this process, as a crash or an OOM kill
-    would, to prove that the retry after a restart charges only once.
-    """
-    if f"kill_{point}" in deps.config.fault:
-        log.warning("fault.injected", fault=f"kill_{point}")
-        os.kill(os.getpid(), signal.SIGKILL)
-    if f"crash_{point}" in deps.config.fault:
-        log.warning("fault.injected", fault=f"crash_{point}")
-        raise FaultInjected(point)
-
-
 async def _call(
     deps: Deps,
     provider: PaymentProvider,
@@ -350,6 +362,7 @@ async def _call(
 
 async def _execute(
     payment_id: str,
+    name: str,
     begin: Callable[[UnitOfWork, Payment], Awaitable[Begun | None]],
     call: Callable[[PaymentProvider, Payment, Operation], Awaitable[ProviderResult]],
     ctx: ChangeContext,
@@ -358,15 +371,16 @@ async def _execute(
 ) -> tuple[Payment, Operation | None]:
     """Phase 1 (commit a PENDING operation) → provider call → phase 2 (commit the result).
 
-    `begin` returns the operation to send and whether it is new (to be inserted) or one left
-    PENDING earlier (sent again with its same provider key); None means nothing to send.
+    `begin` returns the operation to send (see `Begun`); None means nothing to send.
     """
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
         begun = await begin(uow, payment)
         if begun is None:
             return payment, None
-        op, new = begun
+        op = begun.op
+        if not begun.send:
+            return payment, op
         # Touching `updated_at` marks the operation as with the provider, so the janitor leaves
         # it alone (also when a retry sends an operation left PENDING again). The check is a
         # safety net: if this process dies before recording the answer, the janitor asks the
@@ -375,9 +389,10 @@ async def _execute(
         op.updated_at = now
         if op.next_check_at is None or op.next_check_at < now + deps.config.next_check(0):
             op.next_check_at = now + deps.config.next_check(0)
-        await (uow.operations.add(op) if new else uow.operations.save(op))
+        await (uow.operations.add(op) if begun.new else uow.operations.save(op))
         await uow.payments.save(payment)
         await uow.commit()
+    faults.inject(deps.config.fault, "before_provider_call", name)
 
     provider = deps.providers[payment.provider]
     started: Operation = op
@@ -388,7 +403,7 @@ async def _execute(
         )
     except (ProviderTimeout, ProviderUnavailable, ProviderError) as exc:
         outcome = exc
-    _fault(deps, "after_provider_call")
+    faults.inject(deps.config.fault, "after_provider_call", name)
 
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
@@ -430,6 +445,39 @@ async def _execute(
     return payment, op
 
 
+async def _resumable(
+    uow: UnitOfWork, payment: Payment, request_key: str | None, *, deps: Deps
+) -> Begun | None:
+    """The operation an earlier attempt of this same request left behind, if any.
+
+    A retry (same Idempotency-Key) after a crash or a lost database connection must not start
+    a second operation: an open one is sent again with its saved provider key (the provider
+    answers what it already did), a finished one is the answer as it stands.
+    """
+    if request_key is None or not payment.operation_count:
+        return None
+    now, ttl = deps.clock.now(), deps.config.idempotency_ttl
+    op = await uow.operations.by_request_key(payment.id, request_key)
+    if op is None or op.created_at <= now - ttl:  # a key used again after it was reaped
+        return None
+    if op.open:
+        op.resend_for(request_key, now)
+        return Begun(op, new=False)
+    return Begun(op, new=False, send=False)
+
+
+# Error codes of an operation whose provider call itself failed (no answer about the money).
+UNREACHED = ("provider_error", "provider_unavailable")
+
+
+def _failed(op: Operation | None, what: str) -> ProviderFailure | None:
+    """A capture or void the provider refused is answered as the provider error it was."""
+    if op is None or op.status is not OperationStatus.FAILED:
+        return None
+    code = op.error_code if op.error_code == "provider_unavailable" else "provider_error"
+    return ProviderFailure(code, op.error_message or f"the {what} failed")
+
+
 # -- lifecycle commands --------------------------------------------------------------------------
 
 
@@ -439,27 +487,29 @@ async def confirm_payment(
     ctx: ChangeContext,
     *,
     deps: Deps,
-    resume: bool = False,
+    request_key: str | None = None,
 ) -> Payment:
     """Send an INITIATED payment to its provider.
 
     An operation left PENDING by a process that died is sent again with the same provider
     idempotency key, so the provider answers with what it already did instead of charging twice.
-    With `resume` (an idempotent retry of a request that died), a payment that already moved on
-    is returned as it stands.
+    A retry of a request whose operation finished answers with the payment as it stands.
     """
 
     async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
-        if payment.status is not PaymentStatus.INITIATED and resume:
-            return None
+        now = deps.clock.now()
+        resumed = await _resumable(uow, payment, request_key, deps=deps)
+        if resumed is not None:
+            return resumed
         # A payment that never had an operation has none to resume: skip the lookup.
         if payment.status is PaymentStatus.INITIATED and payment.operation_count:
             for open_op in await uow.operations.open_for(payment.id):
                 if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE) and (
                     open_op.status is OperationStatus.PENDING
                 ):
-                    return open_op, False
-        return payment.begin_confirmation(deps.clock.now(), method), True
+                    open_op.resend_for(request_key, now)
+                    return Begun(open_op, new=False)
+        return Begun(payment.begin_confirmation(now, method, request_key))
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         req = AuthorizeRequest(
@@ -471,7 +521,7 @@ async def confirm_payment(
         )
         return await provider.authorize(req, idempotency_key=op.idempotency_key)
 
-    payment, _ = await _execute(payment_id, begin, call, ctx, deps=deps)
+    payment, _ = await _execute(payment_id, "confirm", begin, call, ctx, deps=deps)
     deps.telemetry.count("payment_confirm_total", status=payment.status.value)
     if payment.status is PaymentStatus.FAILED:
         raise PaymentDeclined(
@@ -483,13 +533,23 @@ async def confirm_payment(
 
 
 async def mock_complete(
-    payment_id: str, success: bool, failure_code: str | None, ctx: ChangeContext, *, deps: Deps
+    payment_id: str,
+    success: bool,
+    failure_code: str | None,
+    ctx: ChangeContext,
+    *,
+    deps: Deps,
+    request_key: str | None = None,
 ) -> Payment:
     """Decide a mock payment's outcome, as a customer finishing 3-D Secure would."""
 
     async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
         if not isinstance(deps.providers[payment.provider], MockControl):
             raise ProviderMismatch(f"payment {payment.id} is not a mock payment")
+        now = deps.clock.now()
+        resumed = await _resumable(uow, payment, request_key, deps=deps)
+        if resumed is not None:
+            return resumed
         if payment.status not in NOT_YET_AUTHORIZED:
             raise InvalidStateTransition(
                 f"payment {payment.id} is {payment.status}; mock completion is only possible "
@@ -498,9 +558,9 @@ async def mock_complete(
             )
         for open_op in await uow.operations.open_for(payment.id):
             if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
-                return open_op, False
-        op = payment.begin_confirmation(deps.clock.now(), None)
-        return op, True
+                open_op.resend_for(request_key, now)
+                return Begun(open_op, new=False)
+        return Begun(payment.begin_confirmation(now, None, request_key))
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         assert isinstance(provider, MockControl)
@@ -513,17 +573,25 @@ async def mock_complete(
             failure_code=failure_code,
         )
 
-    payment, _ = await _execute(payment_id, begin, call, ctx, deps=deps)
+    payment, _ = await _execute(payment_id, "mock_complete", begin, call, ctx, deps=deps)
     return payment
 
 
 async def capture_payment(
-    payment_id: str, amount: Money | None, ctx: ChangeContext, *, deps: Deps
+    payment_id: str,
+    amount: Money | None,
+    ctx: ChangeContext,
+    *,
+    deps: Deps,
+    request_key: str | None = None,
 ) -> Payment:
     async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
+        now = deps.clock.now()
+        resumed = await _resumable(uow, payment, request_key, deps=deps)
+        if resumed is not None:
+            return resumed
         await _no_operation_in_flight(uow, payment, "captured")
-        op = payment.begin_capture(amount, deps.clock.now())
-        return op, True
+        return Begun(payment.begin_capture(amount, now, request_key))
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         assert payment.provider_payment_id is not None
@@ -532,51 +600,69 @@ async def capture_payment(
         )
 
     try:
-        payment, op = await _execute(payment_id, begin, call, ctx, deps=deps)
+        payment, op = await _execute(payment_id, "capture", begin, call, ctx, deps=deps)
     except ProviderFailure:
         deps.telemetry.count("payment_capture_total", status="error")
         raise
     deps.telemetry.count("payment_capture_total", status=payment.status.value)
-    if op is not None and op.status.value == "FAILED":
-        raise ProviderFailure("provider_error", op.error_message or "the capture failed")
+    if (error := _failed(op, "capture")) is not None:
+        raise error
     return payment
 
 
 async def void_payment(
-    payment_id: str, reason: str | None, ctx: ChangeContext, *, deps: Deps
+    payment_id: str,
+    reason: str | None,
+    ctx: ChangeContext,
+    *,
+    deps: Deps,
+    request_key: str | None = None,
 ) -> Payment:
     async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
+        now = deps.clock.now()
+        resumed = await _resumable(uow, payment, request_key, deps=deps)
+        if resumed is not None:
+            return resumed
         await _no_operation_in_flight(uow, payment, "voided")
-        if payment.status in (PaymentStatus.INITIATED,):
-            # Nothing reached the provider yet: cancel locally, no provider operation.
-            payment.canceled(reason, deps.clock.now(), ctx.source)
+        if payment.status is PaymentStatus.INITIATED:
+            # Nothing reached the provider yet: cancel locally, no provider call.
+            op = payment.cancel_unsent(reason, now, ctx.source, request_key)
+            await uow.operations.add(op)
             await follow_payment(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
             await uow.payments.save(payment)
             await uow.commit()
             return None
-        op = payment.begin_void(deps.clock.now())
-        return op, True
+        return Begun(payment.begin_void(now, request_key, reason))
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         ref = payment.provider_payment_id or op.idempotency_key
         return await provider.void(ref, idempotency_key=op.idempotency_key)
 
-    payment, op = await _execute(payment_id, begin, call, ctx, deps=deps)
-    if op is not None and op.status.value == "FAILED":
-        raise ProviderFailure("provider_error", op.error_message or "the void failed")
+    payment, op = await _execute(payment_id, "void", begin, call, ctx, deps=deps)
+    if (error := _failed(op, "void")) is not None:
+        raise error
     return payment
 
 
 async def refund_payment(
-    payment_id: str, amount: Money | None, reason: str | None, ctx: ChangeContext, *, deps: Deps
+    payment_id: str,
+    amount: Money | None,
+    reason: str | None,
+    ctx: ChangeContext,
+    *,
+    deps: Deps,
+    request_key: str | None = None,
 ) -> Refund:
-    refund_id: list[str] = []
+    """Refund captured money. The refund row and its operation are committed before the
+    provider is asked; a retry of the same request resumes that refund, never a second one."""
 
     async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
-        refund, op = payment.begin_refund(amount, reason, deps.clock.now())
+        resumed = await _resumable(uow, payment, request_key, deps=deps)
+        if resumed is not None:
+            return resumed
+        refund, op = payment.begin_refund(amount, reason, deps.clock.now(), request_key)
         await uow.refunds.add(refund)
-        refund_id.append(refund.id)
-        return op, True
+        return Begun(op)
 
     async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
         assert payment.provider_payment_id is not None
@@ -584,9 +670,14 @@ async def refund_payment(
             payment.provider_payment_id, op.amount, idempotency_key=op.idempotency_key
         )
 
-    await _execute(payment_id, begin, call, ctx, deps=deps)
+    _, op = await _execute(payment_id, "refund", begin, call, ctx, deps=deps)
+    assert op is not None
+    assert op.refund_id is not None
+    if op.status is OperationStatus.FAILED and op.error_code in UNREACHED:
+        # A retry of a refund whose provider call failed answers as the first attempt did.
+        raise ProviderFailure(op.error_code, op.error_message or "the refund failed")
     async with deps.uow() as uow:
-        refund = await uow.refunds.get(refund_id[0])
+        refund = await uow.refunds.get(op.refund_id)
     assert refund is not None
     return refund
 

@@ -14,6 +14,17 @@ from tillpoint.domain.order import HistoryEntry, Order
 from tillpoint.domain.payment import Operation, Payment, PaymentMethod, Refund
 from tillpoint.domain.snapshot import CheckoutSnapshot
 
+# -- storage ----------------------------------------------------------------------------------
+
+
+class StorageUnavailable(Exception):
+    """The database could not be reached, or the connection was lost mid-transaction.
+
+    Retryable: whatever the attempt committed before is found again by the retry of the same
+    request (operations and orders carry their request key), so nothing is done twice.
+    """
+
+
 # -- provider ---------------------------------------------------------------------------------
 
 
@@ -149,6 +160,7 @@ class OperationRepository(Protocol):
     async def save(self, op: Operation) -> None: ...
     async def get(self, op_id: str) -> Operation | None: ...
     async def open_for(self, payment_id: str) -> list[Operation]: ...
+    async def by_request_key(self, payment_id: str, request_key: str) -> Operation | None: ...
     async def for_payment(self, payment_id: str) -> list[Operation]: ...
     async def due_for_check(self, now: datetime, limit: int) -> list[Operation]: ...
 

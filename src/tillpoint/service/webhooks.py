@@ -11,6 +11,7 @@ yet simply waits for its next attempt.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -57,6 +58,63 @@ CLAIMABLE = frozenset({WebhookStatus.PENDING, WebhookStatus.FAILED})
 SignalKind = ProviderStatus
 
 
+class MalformedEvent(Exception):
+    """Signed correctly, but not an event this provider sends.
+
+    With `provider_event_id` and `event_type` the event could still be identified: it is stored
+    like any other and its processing fails with this reason until it is `DEAD`, so the provider
+    gets its 2xx and stops retrying, and an operator sees what arrived. Without them there is
+    nothing to store it under: the delivery is refused with 400.
+    """
+
+    def __init__(
+        self, reason: str, *, provider_event_id: str | None = None, event_type: str | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.provider_event_id = provider_event_id
+        self.event_type = event_type
+
+    def of(self, provider_event_id: str, event_type: str) -> MalformedEvent:
+        """The same refusal, for an event whose identity is known."""
+        return MalformedEvent(
+            self.reason, provider_event_id=provider_event_id, event_type=event_type
+        )
+
+
+# Column sizes of what a signal or an event id ends up in (adapters/db/tables.py): longer, or
+# holding a control character PostgreSQL cannot store, is malformed rather than a database error.
+MAX_EVENT_ID = 255
+MAX_EVENT_TYPE = 64
+MAX_PROVIDER_ID = 128
+MAX_FAILURE_CODE = 64
+MAX_FAILURE_MESSAGE = 500
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+_CONTROL_IN_FREE_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def _checked_text(
+    name: str, value: object, limit: int, *, optional: bool = True, free: bool = False
+) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or (not value and not optional):
+        raise MalformedEvent(f"`{name}` must be a non-empty string")
+    if len(value) > limit:
+        raise MalformedEvent(f"`{name}` is longer than {limit} characters")
+    if (_CONTROL_IN_FREE_TEXT if free else _CONTROL).search(value):
+        raise MalformedEvent(f"`{name}` holds a control character")
+
+
+def event_identity(provider_event_id: object, event_type: object) -> tuple[str, str]:
+    """The id and type an event is stored under, or `MalformedEvent` (nothing to store)."""
+    _checked_text("id", provider_event_id, MAX_EVENT_ID, optional=False)
+    _checked_text("type", event_type, MAX_EVENT_TYPE, optional=False)
+    assert isinstance(provider_event_id, str)
+    assert isinstance(event_type, str)
+    return provider_event_id, event_type
+
+
 @dataclass(frozen=True, slots=True)
 class Signal:
     kind: SignalKind
@@ -67,6 +125,16 @@ class Signal:
     provider_refund_id: str | None = None
     next_action: Mapping[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        _checked_text(
+            "provider_payment_id", self.provider_payment_id, MAX_PROVIDER_ID, optional=False
+        )
+        _checked_text("provider_refund_id", self.provider_refund_id, MAX_PROVIDER_ID)
+        _checked_text("failure_code", self.failure_code, MAX_FAILURE_CODE)
+        _checked_text("failure_message", self.failure_message, MAX_FAILURE_MESSAGE, free=True)
+        if self.next_action is not None and not isinstance(self.next_action, Mapping):
+            raise MalformedEvent("`next_action` must be an object")
+
 
 @dataclass(frozen=True, slots=True)
 class ParsedEvent:
@@ -76,13 +144,12 @@ class ParsedEvent:
     event_type: str
     signal: Signal | None
 
+    def __post_init__(self) -> None:
+        event_identity(self.provider_event_id, self.event_type)
+
 
 class InvalidSignature(Exception):
     """The raw body does not carry a valid, fresh signature of this provider."""
-
-
-class MalformedEvent(Exception):
-    """Signed correctly, but not an event this provider sends."""
 
 
 class UnknownProvider(NotFound):
@@ -201,8 +268,17 @@ async def receive_webhook(
         raise
     except MalformedEvent as exc:
         deps.telemetry.count("payment_webhook_total", provider=provider, status="malformed")
-        log.warning("webhook.malformed", provider=provider, reason=str(exc))
-        raise
+        log.warning(
+            "webhook.malformed",
+            provider=provider,
+            reason=exc.reason,
+            provider_event_id=exc.provider_event_id,
+            stored=exc.provider_event_id is not None,
+        )
+        if exc.provider_event_id is None or exc.event_type is None:
+            raise
+        # Signed and identifiable: kept, and its processing fails with the reason until DEAD.
+        parsed = ParsedEvent(exc.provider_event_id, exc.event_type, None)
     now = deps.clock.now()
     event = StoredWebhook(
         id=new_id("whe"),

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tillpoint.adapters.db.errors import unavailable_as_storage_error
 from tillpoint.adapters.db.tables import idempotency_keys as keys
 from tillpoint.service.idempotency import Claim, ClaimOutcome, StoredResponse
 
@@ -80,6 +81,18 @@ class SqlIdempotencyStore:
         expires_at: datetime,
         lock_timeout: timedelta,
     ) -> Claim:
+        async with unavailable_as_storage_error():
+            return await self._claim(scope, key, fingerprint, now, expires_at, lock_timeout)
+
+    async def _claim(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        now: datetime,
+        expires_at: datetime,
+        lock_timeout: timedelta,
+    ) -> Claim:
         async with self._statement() as conn:
             inserted = (
                 await conn.execute(
@@ -132,7 +145,7 @@ class SqlIdempotencyStore:
             return Claim(ClaimOutcome.RESUMED)
 
     async def complete(self, scope: str, key: str, response: StoredResponse) -> None:
-        async with self._statement() as conn:
+        async with unavailable_as_storage_error(), self._statement() as conn:
             await conn.execute(
                 _COMPLETE,
                 {
@@ -147,7 +160,7 @@ class SqlIdempotencyStore:
             )
 
     async def release(self, scope: str, key: str) -> None:
-        async with self._statement() as conn:
+        async with unavailable_as_storage_error(), self._statement() as conn:
             await conn.execute(_RELEASE, {"b_scope": scope, "b_key": key})
 
     async def reap(self, now: datetime, limit: int = 1000) -> int:

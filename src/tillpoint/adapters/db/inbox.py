@@ -14,6 +14,7 @@ from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.db.outbox import SqlOutbox
 from tillpoint.adapters.db.uow import SqlUnitOfWork
 from tillpoint.service.consumers import InboxEntry, InboxRepository
+from tillpoint.service.messages import EventDialect
 from tillpoint.service.outbox import OutboxRepository
 
 i = t.inbox
@@ -65,8 +66,11 @@ class SqlEventsUnitOfWork(SqlUnitOfWork):
 
 
 class SqlEventsUnitOfWorkFactory:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, dialect: EventDialect = EventDialect.DEFAULT
+    ) -> None:
         self.engine = engine
+        self.dialect = dialect
 
     def __call__(self) -> SqlEventsUnitOfWork:
-        return SqlEventsUnitOfWork(self.engine)
+        return SqlEventsUnitOfWork(self.engine, dialect=self.dialect)

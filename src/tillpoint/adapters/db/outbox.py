@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tillpoint.adapters.db import tables as t
-from tillpoint.service.outbox import OutboxMessage
+from tillpoint.service.outbox import BACKLOG_CAP, OutboxMessage
 
 o = t.outbox
 
@@ -93,8 +93,14 @@ class SqlOutbox:
         ).first()
         return _message(row) if row else None
 
-    async def backlog(self) -> int:
-        count = await self.conn.scalar(
-            sa.select(sa.func.count()).select_from(o).where(o.c.published_at.is_(None))
-        )
+    async def backlog(self, cap: int = BACKLOG_CAP) -> int:
+        # Counts over the partial index `ix_outbox_unpublished`, and stops at `cap`.
+        waiting = sa.select(o.c.id).where(o.c.published_at.is_(None)).limit(cap).subquery()
+        count = await self.conn.scalar(sa.select(sa.func.count()).select_from(waiting))
         return int(count or 0)
+
+    async def oldest_unpublished_at(self) -> datetime | None:
+        # The lowest unpublished id is the oldest row: one step along the partial index.
+        return await self.conn.scalar(
+            sa.select(o.c.created_at).where(o.c.published_at.is_(None)).order_by(o.c.id).limit(1)
+        )

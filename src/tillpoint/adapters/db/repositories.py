@@ -30,6 +30,7 @@ from tillpoint.domain.payment import (
     RefundStatus,
 )
 from tillpoint.domain.snapshot import CheckoutSnapshot, LineItem, Totals
+from tillpoint.service.messages import EventDialect, published_body
 from tillpoint.service.ports import PaymentFilter, StoredEvent
 
 Row = sa.Row[Any]
@@ -46,7 +47,17 @@ _UPDATE_ORDER = t.orders.update().where(
 )
 _GET_ORDER = sa.select(t.orders).where(_O.order_id == sa.bindparam("b_id"))
 _INSERT_HISTORY = t.order_status_history.insert()
-_INSERT_PAYMENT = t.payments.insert()
+# PostgreSQL fills `payment_number` from its sequence; SQLite takes max + 1 (see tables.py).
+_INSERT_PAYMENT = t.payments.insert().returning(_P.payment_number)
+_INSERT_PAYMENT_SQLITE = (
+    t.payments.insert()
+    .values(
+        payment_number=sa.select(sa.func.coalesce(sa.func.max(_P.payment_number), 0) + 1)
+        .select_from(t.payments)
+        .scalar_subquery()
+    )
+    .returning(_P.payment_number)
+)
 _UPDATE_PAYMENT = t.payments.update().where(
     _P.payment_id == sa.bindparam("b_id"), _P.version == sa.bindparam("b_version")
 )
@@ -65,6 +76,15 @@ _OPEN_OPERATIONS = (
         _TX.status.in_([OperationStatus.PENDING.value, OperationStatus.UNKNOWN.value]),
     )
     .order_by(_TX.created_at)
+)
+_BY_REQUEST_KEY = (
+    sa.select(t.payment_transactions)
+    .where(
+        _TX.payment_id == sa.bindparam("b_payment_id"),
+        _TX.request_key == sa.bindparam("b_request_key"),
+    )
+    .order_by(_TX.created_at.desc())
+    .limit(1)
 )
 
 
@@ -95,6 +115,7 @@ def _order(row: Row) -> Order:
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
+        request_key=row.request_key,
     )
 
 
@@ -128,6 +149,7 @@ class SqlOrders:
                 "currency": order.amount.currency,
                 "status": order.status.value,
                 "version": 0,
+                "request_key": order.request_key,
                 "created_at": order.created_at,
                 "updated_at": order.updated_at,
             },
@@ -207,6 +229,7 @@ def _payment(row: Row) -> Payment:
         sequence=row.sequence,
         version=row.version,
         operation_count=row.operation_count,
+        number=row.payment_number,
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
@@ -251,13 +274,17 @@ _ONE_ACTIVE = ("uq_payments_one_active_per_order", "payments.order_id")
 
 
 class SqlPayments:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(
+        self, conn: AsyncConnection, *, dialect: EventDialect = EventDialect.DEFAULT
+    ) -> None:
         self.conn = conn
+        self.dialect = dialect
 
     async def add(self, payment: Payment) -> None:
+        insert = _INSERT_PAYMENT_SQLITE if self.conn.dialect.name == "sqlite" else _INSERT_PAYMENT
         try:
-            await self.conn.execute(
-                _INSERT_PAYMENT,
+            result = await self.conn.execute(
+                insert,
                 {
                     "payment_id": payment.id,
                     "order_id": payment.order_id,
@@ -279,7 +306,8 @@ class SqlPayments:
             raise ActivePaymentExists(
                 f"order {payment.order_id} already has an active payment"
             ) from exc
-        await self._events(payment.take_events(), payment.id)
+        payment.number = result.scalar_one()
+        await self._events(payment.take_events(), payment)
 
     async def save(self, payment: Payment) -> None:
         result = await self.conn.execute(
@@ -294,11 +322,12 @@ class SqlPayments:
         if result.rowcount != 1:
             raise ConcurrentUpdate(f"payment {payment.id} changed concurrently; retry")
         payment.version += 1
-        await self._events(payment.take_events(), payment.id)
+        await self._events(payment.take_events(), payment)
 
-    async def _events(self, events: list[RecordedEvent], payment_id: str) -> None:
+    async def _events(self, events: list[RecordedEvent], payment: Payment) -> None:
         if not events:
             return
+        payment_id = payment.id
         await self.conn.execute(
             _INSERT_EVENTS,
             [
@@ -323,7 +352,14 @@ class SqlPayments:
                         "routing_key": e.routing_key,
                         "message_type": f"{e.routing_key}.v1",
                         "sequence": (e.message or {})["sequence"],
-                        "body": dump_json(e.message or {}),
+                        "body": dump_json(
+                            published_body(
+                                e.routing_key or "",
+                                e.message or {},
+                                dialect=self.dialect,
+                                payment_number=payment.number,
+                            )
+                        ),
                         "created_at": e.created_at,
                     }
                     for e in published
@@ -427,17 +463,20 @@ def _operation(row: Row) -> Operation:
         idempotency_key=row.idempotency_key,
         provider_reference=row.provider_reference,
         refund_id=row.refund_id,
+        reason=row.reason,
         error_code=row.error_code,
         error_message=row.error_message,
         check_count=row.check_count,
         next_check_at=row.next_check_at,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        request_key=row.request_key,
     )
 
 
 def _operation_state(op: Operation) -> dict[str, Any]:
     return {
+        "request_key": op.request_key,
         "status": op.status.value,
         "provider_reference": op.provider_reference,
         "error_code": op.error_code,
@@ -463,6 +502,7 @@ class SqlOperations:
                 "currency": op.amount.currency,
                 "idempotency_key": op.idempotency_key,
                 "refund_id": op.refund_id,
+                "reason": op.reason,
                 "created_at": op.created_at,
                 **_operation_state(op),
             },
@@ -478,6 +518,14 @@ class SqlOperations:
     async def open_for(self, payment_id: str) -> list[Operation]:
         rows = await self.conn.execute(_OPEN_OPERATIONS, {"b_payment_id": payment_id})
         return [_operation(r) for r in rows]
+
+    async def by_request_key(self, payment_id: str, request_key: str) -> Operation | None:
+        row = (
+            await self.conn.execute(
+                _BY_REQUEST_KEY, {"b_payment_id": payment_id, "b_request_key": request_key}
+            )
+        ).first()
+        return _operation(row) if row else None
 
     async def for_payment(self, payment_id: str) -> list[Operation]:
         tx = t.payment_transactions

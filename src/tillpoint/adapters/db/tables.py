@@ -65,6 +65,9 @@ orders = sa.Table(
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("status", sa.String(24), nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="0"),
+    # The request (principal, route, Idempotency-Key) that registered the order, so its retry
+    # answers with this order instead of `order_exists`.
+    sa.Column("request_key", sa.String(64)),
     _ts("created_at"),
     _ts("updated_at"),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
@@ -105,10 +108,17 @@ checkout_snapshots = sa.Table(
     sa.CheckConstraint("total_minor > 0", name="total_positive"),
 )
 
+# `payment_number`: a numeric id for systems that want one (the `foodies` event dialect's
+# `paymentId`). PostgreSQL draws it from this sequence (no two transactions can get the same
+# value, and nobody waits); SQLite, which has no sequences, takes max + 1 inside its one write
+# transaction at a time (every transaction is `BEGIN IMMEDIATE`). The unique index backs both.
+PAYMENT_NUMBERS = sa.Sequence("payments_payment_number_seq", metadata=metadata)
+
 payments = sa.Table(
     "payments",
     metadata,
     sa.Column("payment_id", sa.String(40), primary_key=True),
+    sa.Column("payment_number", sa.BigInteger, PAYMENT_NUMBERS, nullable=True, unique=True),
     sa.Column(
         "order_id", sa.String(64), sa.ForeignKey("orders.order_id"), nullable=False, index=True
     ),
@@ -190,6 +200,9 @@ payment_transactions = sa.Table(
     sa.Column("idempotency_key", sa.String(128), nullable=False, unique=True),
     sa.Column("provider_reference", sa.String(128)),
     sa.Column("refund_id", sa.String(40)),
+    # The request that sent this operation: its retry resumes this row (same provider key).
+    sa.Column("request_key", sa.String(64)),
+    sa.Column("reason", sa.String(500)),  # the client's reason (a void's)
     sa.Column("error_code", sa.String(64)),
     sa.Column("error_message", sa.String(500)),
     sa.Column("check_count", sa.Integer, nullable=False, server_default="0"),
@@ -197,6 +210,7 @@ payment_transactions = sa.Table(
     _ts("created_at"),
     _ts("updated_at"),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    sa.Index("ix_payment_transactions_request_key", "payment_id", "request_key"),
     # The janitor's queue: only open operations, in the order it asks about them.
     sa.Index(
         "ix_payment_transactions_due",

@@ -7,6 +7,7 @@ from typing import Self
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tillpoint.adapters.db.errors import translate
 from tillpoint.adapters.db.repositories import (
     SqlOperations,
     SqlOrders,
@@ -15,6 +16,7 @@ from tillpoint.adapters.db.repositories import (
     SqlRefunds,
     SqlSnapshots,
 )
+from tillpoint.service.messages import EventDialect
 from tillpoint.service.ports import (
     OperationRepository,
     OrderRepository,
@@ -22,6 +24,7 @@ from tillpoint.service.ports import (
     ReconciliationRepository,
     RefundRepository,
     SnapshotRepository,
+    StorageUnavailable,
 )
 
 
@@ -33,8 +36,11 @@ class SqlUnitOfWork:
     snapshots: SnapshotRepository
     reconciliations: ReconciliationRepository
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, dialect: EventDialect = EventDialect.DEFAULT
+    ) -> None:
         self._engine = engine
+        self._dialect = dialect
         self._conn: AsyncConnection | None = None
         self._committed = False
 
@@ -44,10 +50,13 @@ class SqlUnitOfWork:
         return self._conn
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._engine.connect()
-        await self._conn.begin()
+        try:
+            self._conn = await self._engine.connect()
+            await self._conn.begin()
+        except Exception as error:
+            raise translate(error) from error
         self.orders = SqlOrders(self._conn)
-        self.payments = SqlPayments(self._conn)
+        self.payments = SqlPayments(self._conn, dialect=self._dialect)
         self.operations = SqlOperations(self._conn)
         self.refunds = SqlRefunds(self._conn)
         self.snapshots = SqlSnapshots(self._conn)
@@ -64,19 +73,35 @@ class SqlUnitOfWork:
         if conn is None:
             return
         try:
-            if conn.in_transaction():
-                await conn.rollback()
-        finally:
-            await conn.close()
+            try:
+                if conn.in_transaction():
+                    await conn.rollback()
+            finally:
+                await conn.close()
+        except Exception as error:
+            # A connection lost mid-transaction cannot roll back: the server already did.
+            if exc is None:
+                raise translate(error) from error
+        # A lost connection is "the database is unavailable" (retryable), not a bug.
+        if exc is not None and not isinstance(exc, StorageUnavailable):
+            translated = translate(exc)
+            if translated is not exc:
+                raise translated from exc
 
     async def commit(self) -> None:
-        await self.connection.commit()
+        try:
+            await self.connection.commit()
+        except Exception as error:
+            raise translate(error) from error
         self._committed = True
 
 
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, dialect: EventDialect = EventDialect.DEFAULT
+    ) -> None:
         self.engine = engine
+        self.dialect = dialect
 
     def __call__(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine)
+        return SqlUnitOfWork(self.engine, dialect=self.dialect)

@@ -19,8 +19,10 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
 
 from tillpoint.adapters.db import tables as t
+from tillpoint.adapters.db.errors import is_unavailable
 from tillpoint.domain.money import Money
 from tillpoint.service.ports import AuthorizeRequest, ProviderResult, ProviderStatus
 
@@ -87,6 +89,17 @@ def _result(row: Any) -> ProviderResult:
 _LEDGER = t.mock_gateway_ledger
 _RECORDED = sa.select(_LEDGER.c.result).where(_LEDGER.c.idempotency_key == sa.bindparam("b_key"))
 
+# The mock stands for a remote provider, whose own storage does not fail with ours: a statement
+# on its ledger that lost its connection is run again (each one is idempotent: insert-or-keep,
+# read, overwrite with the same value), so a dropped connection never makes the "provider"
+# answer with an error about an effect it may or may not have recorded.
+_ledger_retry = retry(
+    retry=retry_if_exception(is_unavailable),
+    stop=stop_after_attempt(8),
+    wait=wait_exponential(multiplier=0.02, max=0.5),
+    reraise=True,
+)
+
 # Called after the mock decides an outcome that a real provider would announce by webhook
 # (async cards, completed 3-D Secure). The webhook simulator plugs in here.
 OutcomeListener = Callable[[str, ProviderResult], None]
@@ -125,11 +138,13 @@ class MockGateway:
             return self._autocommit.connect()
         return self._engine.begin()
 
+    @_ledger_retry
     async def _recorded(self, idempotency_key: str) -> ProviderResult | None:
         async with self._connect() as conn:
             row = (await conn.execute(_RECORDED, {"b_key": idempotency_key})).first()
         return _result(row) if row else None
 
+    @_ledger_retry
     async def _record(
         self, idempotency_key: str, operation: str, payment_id: str, result: ProviderResult
     ) -> tuple[ProviderResult, bool]:
@@ -157,6 +172,7 @@ class MockGateway:
         assert recorded is not None
         return recorded, False
 
+    @_ledger_retry
     async def _overwrite(self, idempotency_key: str, result: ProviderResult) -> None:
         ledger = t.mock_gateway_ledger
         async with self._engine.begin() as conn:
@@ -166,6 +182,7 @@ class MockGateway:
                 .values(status=result.status.value, result=_dump(result), updated_at=self._now())
             )
 
+    @_ledger_retry
     async def _by_payment(self, provider_payment_id: str, operation: str) -> ProviderResult | None:
         ledger = t.mock_gateway_ledger
         async with self._engine.begin() as conn:
@@ -182,13 +199,15 @@ class MockGateway:
         return _result(row) if row else None
 
     async def _latency(self) -> None:
+        """`TILLPOINT_MOCK_DELAY_MS`: the latency of the *answer*. The effect is recorded first,
+        as a slow real provider acts before its answer reaches us, so a process killed during
+        the delay is a crash after the provider acted."""
         if self._delay:
             await asyncio.sleep(self._delay)
 
     # -- PaymentProvider ----------------------------------------------------------------------
 
     async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> ProviderResult:
-        await self._latency()
         card = behaviour_of(req.payment_method.token, req.payment_method.last4)
         base: dict[str, Any] = {
             "provider_payment_id": _ref("mock_pi"),
@@ -220,6 +239,7 @@ class MockGateway:
             case _:
                 result = ProviderResult(status=success, risk_score=10, **base)
         result, fresh = await self._record(idempotency_key, "authorize", req.payment_id, result)
+        await self._latency()
         if not fresh:  # a retry: the first call's outcome stands, with no second effect
             return result
         if card.outcome == "async":
@@ -242,7 +262,6 @@ class MockGateway:
     async def capture(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> ProviderResult:
-        await self._latency()
         auth = await self._by_payment(provider_payment_id, "authorize")
         if (
             auth is None
@@ -268,10 +287,10 @@ class MockGateway:
         recorded, _ = await self._record(
             idempotency_key, "capture", _payment_of(idempotency_key), result
         )
+        await self._latency()
         return recorded
 
     async def void(self, provider_payment_id: str, *, idempotency_key: str) -> ProviderResult:
-        await self._latency()
         auth = await self._by_payment(provider_payment_id, "authorize")
         result = ProviderResult(
             status=ProviderStatus.CANCELED,
@@ -283,12 +302,12 @@ class MockGateway:
         recorded, _ = await self._record(
             idempotency_key, "void", _payment_of(idempotency_key), result
         )
+        await self._latency()
         return recorded
 
     async def refund(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> ProviderResult:
-        await self._latency()
         result = ProviderResult(
             status=ProviderStatus.REFUNDED,
             provider_payment_id=provider_payment_id,
@@ -299,6 +318,7 @@ class MockGateway:
         recorded, _ = await self._record(
             idempotency_key, "refund", _payment_of(idempotency_key), result
         )
+        await self._latency()
         return recorded
 
     async def get_transaction(self, idempotency_key: str) -> ProviderResult | None:
@@ -316,7 +336,27 @@ class MockGateway:
         success: bool,
         failure_code: str | None,
     ) -> ProviderResult:
+        result = await self._decide(
+            idempotency_key=idempotency_key,
+            payment_id=payment_id,
+            amount=amount,
+            capture=capture,
+            success=success,
+            failure_code=failure_code,
+        )
         await self._latency()
+        return result
+
+    async def _decide(
+        self,
+        *,
+        idempotency_key: str,
+        payment_id: str,
+        amount: Money,
+        capture: bool,
+        success: bool,
+        failure_code: str | None,
+    ) -> ProviderResult:
         previous = await self._recorded(idempotency_key)
         pi = previous.provider_payment_id if previous else _ref("mock_pi")
         if success:

@@ -21,6 +21,7 @@ from tillpoint.service.webhooks import (
     ParsedEvent,
     Signal,
     SignalKind,
+    event_identity,
 )
 
 EVENT_KINDS: Final[Mapping[str, SignalKind]] = {
@@ -52,11 +53,20 @@ class StandardWebhooksVerifier:
         try:
             event = json.loads(body)
             event_id, event_type = event["id"], event["type"]
-            data: dict[str, Any] = event.get("data") or {}
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MalformedEvent(f"not a webhook event: {exc!r}") from None
-        if not isinstance(event_id, str) or not event_id or not isinstance(event_type, str):
-            raise MalformedEvent("`id` and `type` must be non-empty strings")
+        event_id, event_type = event_identity(event_id, event_type)
+        try:
+            return self._parse(event_id, event_type, event)
+        except MalformedEvent as exc:  # identified: stored, and failed when processed
+            raise exc.of(event_id, event_type) from None
+
+    def _parse(self, event_id: str, event_type: str, event: Mapping[str, Any]) -> ParsedEvent:
+        data = event.get("data")
+        if data is None:
+            data = {}
+        if not isinstance(data, Mapping):
+            raise MalformedEvent("`data` must be an object")
         kind = EVENT_KINDS.get(event_type)
         if kind is None:
             return ParsedEvent(event_id, event_type, None)

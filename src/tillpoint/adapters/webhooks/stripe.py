@@ -24,6 +24,7 @@ from tillpoint.service.webhooks import (
     ParsedEvent,
     Signal,
     SignalKind,
+    event_identity,
 )
 
 TOLERANCE: Final = 300
@@ -69,15 +70,20 @@ class StripeVerifier:
         try:
             event = json.loads(body)
             event_id, event_type = event["id"], event["type"]
-            obj: dict[str, Any] = event["data"]["object"]
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MalformedEvent(f"not a Stripe event: {exc!r}") from None
-        if not isinstance(event_id, str) or not isinstance(event_type, str):
-            raise MalformedEvent("`id` and `type` must be strings")
-        try:
+        event_id, event_type = event_identity(event_id, event_type)
+        try:  # identified: from here on a malformed event is stored, and failed when processed
+            obj = event["data"]["object"]
+            if not isinstance(obj, Mapping):
+                raise TypeError("`data.object` must be an object")
             signal = _signal(event_type, obj)
-        except (KeyError, TypeError, ValueError, ValidationFailed) as exc:
-            raise MalformedEvent(f"{event_type}: {exc!r}") from None
+        except MalformedEvent as exc:
+            raise exc.of(event_id, event_type) from None
+        except (KeyError, TypeError, ValueError, AttributeError, ValidationFailed) as exc:
+            raise MalformedEvent(
+                f"{event_type}: {exc!r}", provider_event_id=event_id, event_type=event_type
+            ) from None
         return ParsedEvent(event_id, event_type, signal)
 
     def redact(self, headers: Mapping[str, str]) -> dict[str, str]:

@@ -12,7 +12,7 @@ from tillpoint import __version__
 from tillpoint.bootstrap import Container, build
 from tillpoint.config import Settings
 from tillpoint.entrypoints.api import errors, openapi
-from tillpoint.entrypoints.api.middleware import RequestContextMiddleware
+from tillpoint.entrypoints.api.middleware import EdgeGuardMiddleware, RequestContextMiddleware
 from tillpoint.entrypoints.api.routes import (
     admin,
     aliases,
@@ -63,6 +63,7 @@ def create_app(
         redoc_url=None,
     )
     errors.install(app)
+    app.add_middleware(EdgeGuardMiddleware)  # inside: its refusals carry the request id
     app.add_middleware(RequestContextMiddleware)
     for module in (health, orders, payments, admin, webhooks):
         app.include_router(module.router)

@@ -10,10 +10,21 @@ from starlette.responses import Response
 
 from tillpoint.domain.errors import DomainError, PaymentDeclined, ValidationFailed
 from tillpoint.entrypoints.api.dependencies import ApiError
-from tillpoint.entrypoints.api.problems import problem, problem_body
+from tillpoint.entrypoints.api.problems import STATUS, problem, problem_body
 from tillpoint.entrypoints.api.schemas import payment_json
+from tillpoint.service.ports import StorageUnavailable
 
 log = structlog.get_logger("tillpoint.api")
+
+HTTP_CODES = {
+    400: "malformed_json",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    422: "validation_error",
+}
 
 
 def domain_problem(exc: DomainError) -> tuple[int, bytes]:
@@ -42,6 +53,10 @@ def install(app: FastAPI) -> None:
             {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "invalid"))}
             for err in exc.errors()
         ]
+        if any(err.get("type") == "json_invalid" for err in exc.errors()):
+            return problem(
+                "malformed_json", "the request body is not valid JSON", status=400, errors=errors
+            )
         if any(err.get("type") == "raw_card_data" for err in exc.errors()):
             return problem(
                 "raw_card_data_rejected",
@@ -53,10 +68,25 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 401: "unauthenticated", 403: "forbidden"}.get(
-            exc.status_code, "validation_error" if exc.status_code == 422 else "http_error"
+        """Starlette's and FastAPI's own refusals: 404 and 405 from routing (405 keeps its
+        `Allow` header), 400 when a body cannot even be decoded."""
+        status = exc.status_code
+        code = HTTP_CODES.get(status) or next(
+            (c for c, s in STATUS.items() if s == status), "internal_error"
         )
-        return problem(code, str(exc.detail), status=exc.status_code)
+        detail = "the request body is not valid JSON" if code == "malformed_json" else exc.detail
+        return problem(code, str(detail), status=status, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(StorageUnavailable)
+    async def _storage(_: Request, exc: StorageUnavailable) -> Response:
+        # Retryable and never stored under an Idempotency-Key: the retry resumes what this
+        # attempt committed (operations and orders carry their request key).
+        log.warning("request.database_unavailable", error=str(exc))
+        return problem(
+            "database_unavailable",
+            "the database connection was lost; retry the request with the same Idempotency-Key",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -6,8 +6,10 @@ validation 422 never reach the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -20,9 +22,25 @@ from tillpoint.domain.errors import DomainError, ValidationFailed
 from tillpoint.entrypoints.api.dependencies import ApiError
 from tillpoint.entrypoints.api.errors import domain_problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
+from tillpoint.service import faults
 from tillpoint.service.idempotency import StoredResponse, fingerprint
 
-Action = Callable[[bool], Awaitable[tuple[int, Any]]]
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt at an idempotent request.
+
+    `request_key` identifies the request across its attempts (a hash of the key's scope and the
+    key): the use cases tag what they commit with it, so a retry finds the work again instead of
+    doing it twice. `resumed` is True when this attempt took over a key left claimed by an
+    attempt that died.
+    """
+
+    request_key: str
+    resumed: bool = False
+
+
+Action = Callable[[Attempt], Awaitable[tuple[int, Any]]]
 MAX_KEY = 255
 
 
@@ -58,7 +76,7 @@ async def idempotent(
     raw = await request.body()
     try:
         body = json.loads(raw) if raw else None
-    except ValueError:  # a route without a body model ignores it; fingerprint it as text
+    except (ValueError, RecursionError):  # a route without a body model ignores it: as text
         body = raw.decode("utf-8", errors="replace")
     key = _key(request, body, body_key)
     structlog.contextvars.bind_contextvars(idempotency_key=key)  # on every line of this request
@@ -69,10 +87,11 @@ async def idempotent(
     template = canonical or getattr(route, "path", request.url.path)
     path = canonical.format_map(request.path_params) if canonical else request.url.path
     scope = f"{principal.id} {request.method} {template}"
+    request_key = hashlib.sha256(f"{scope}\x00{key}".encode()).hexdigest()
 
     async def work(resumed: bool) -> StoredResponse:
         try:
-            status, payload = await action(resumed)
+            status, payload = await action(Attempt(request_key, resumed))
         except DomainError as exc:
             status, problem = domain_problem(exc)
             return StoredResponse(
@@ -102,6 +121,9 @@ async def idempotent(
         on_in_use=refusal(
             "idempotency_key_in_use",
             "a request with this Idempotency-Key is still running; retry shortly",
+        ),
+        before_store=lambda: faults.inject(
+            container.deps.config.fault, "after_commit", getattr(route, "name", "")
         ),
     )
     headers = {"Idempotent-Replayed": "true"} if stored.replayed else {}

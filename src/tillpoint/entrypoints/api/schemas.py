@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Any, Literal, Self
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, Self
 
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
     StrictStr,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
 from tillpoint.domain.errors import ValidationFailed
-from tillpoint.domain.money import Money
+from tillpoint.domain.money import MAX_AMOUNT_TEXT, Money
 from tillpoint.domain.order import HistoryEntry, Order
 from tillpoint.domain.payment import (
     Operation,
     Payment,
     PaymentMethod,
+    PaymentStatus,
     Refund,
     carries_raw_card_data,
     rfc3339,
@@ -33,6 +36,56 @@ from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.service.ports import StoredEvent
 
 OrderId = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+
+# -- strings that can reach a column --------------------------------------------------------------
+# PostgreSQL's text cannot hold NUL (`invalid byte sequence for encoding "UTF8": 0x00`) and no
+# encoder takes a lone surrogate (`"\ud800"` is valid JSON), so both are refused at the edge with
+# every other control character: an id, a filter or a name never needs one. Free text (a reason)
+# may keep tabs and line breaks. The middleware applies `CONTROL` to paths and query strings.
+CONTROL: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+CONTROL_IN_FREE_TEXT: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+CONTROL_MESSAGE: Final = "control characters (such as NUL) and lone surrogates are not allowed"
+
+
+def _checked(pattern: re.Pattern[str]) -> AfterValidator:
+    def check(value: str) -> str:
+        if pattern.search(value):
+            raise PydanticCustomError("control_character", CONTROL_MESSAGE)
+        return value
+
+    return AfterValidator(check)
+
+
+Text = Annotated[StrictStr, _checked(CONTROL)]
+"""Every string field of a request body (ids, names, codes)."""
+FreeText = Annotated[StrictStr, _checked(CONTROL_IN_FREE_TEXT)]
+"""Human text such as a refund reason: tabs and line breaks allowed."""
+AmountText = Annotated[StrictStr, Field(max_length=MAX_AMOUNT_TEXT)]
+"""A decimal amount string; its length is bounded before any parsing."""
+
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def _rfc3339_utc(value: object) -> object:
+    """Only RFC 3339 text with an offset (not a number of seconds), as an instant in UTC."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "rfc3339", "a timestamp is RFC 3339 with a time zone, e.g. 2026-11-23T10:30:00Z"
+        )
+    try:
+        return datetime.fromisoformat(value.upper().replace(" ", "T")).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PydanticCustomError(
+            "rfc3339", "timestamp {value} is not a valid instant", {"value": value}
+        ) from None
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_utc)]
 
 
 class Body(BaseModel):
@@ -61,7 +114,7 @@ def amount_in(amount: str, currency: str) -> Money:
 
 
 class CurrencyAmount(Body):
-    amount: StrictStr
+    amount: AmountText
     currency: StrictStr = Field(pattern=r"^[A-Z]{3}$")
 
     @model_validator(mode="after")
@@ -76,11 +129,11 @@ class CurrencyAmount(Body):
 
 class CreateOrderIn(CurrencyAmount):
     order_id: StrictStr = OrderId
-    buyer_id: StrictStr = Field(min_length=1, max_length=128)
+    buyer_id: Text = Field(min_length=1, max_length=128)
 
 
 class PatchOrderIn(Body):
-    amount: StrictStr
+    amount: AmountText
 
 
 class PaymentMethodIn(BaseModel):
@@ -128,11 +181,11 @@ class PaymentMethodIn(BaseModel):
 
 class CreatePaymentIn(CurrencyAmount):
     order_id: StrictStr = OrderId
-    provider: StrictStr | None = Field(None, max_length=32)
+    provider: Text | None = Field(None, max_length=32)
     capture_method: Literal["automatic", "manual"] = "automatic"
     payment_method: PaymentMethodIn | None = None
-    snapshot_id: StrictStr | None = Field(None, max_length=40)
-    idempotency_key: StrictStr | None = None
+    snapshot_id: Text | None = Field(None, max_length=40)
+    idempotency_key: Text | None = None
 
 
 class ConfirmIn(Body):
@@ -150,7 +203,7 @@ class MockCompleteIn(Body):
 
 
 class AmountIn(Body):
-    amount: StrictStr | None = None
+    amount: AmountText | None = None
 
 
 class CaptureIn(AmountIn):
@@ -158,42 +211,37 @@ class CaptureIn(AmountIn):
 
 
 class VoidIn(Body):
-    reason: StrictStr | None = Field(None, max_length=500)
+    reason: FreeText | None = Field(None, max_length=500)
 
 
 class RefundIn(AmountIn):
-    reason: StrictStr | None = Field(None, max_length=500)
+    reason: FreeText | None = Field(None, max_length=500)
 
 
 class QuoteItemIn(Body):
-    variant_id: StrictStr = Field(min_length=1, max_length=64)
+    variant_id: Text = Field(min_length=1, max_length=64)
     quantity: StrictInt = Field(ge=1, le=10_000)
-    unit_amount: StrictStr
+    unit_amount: AmountText
 
 
 class QuoteIn(Body):
     order_id: StrictStr = OrderId
     items: list[QuoteItemIn] = Field(min_length=1, max_length=500)
-    shipping_amount: StrictStr | None = None
-    tax_amount: StrictStr | None = None
-    discount_amount: StrictStr | None = None
+    shipping_amount: AmountText | None = None
+    tax_amount: AmountText | None = None
+    discount_amount: AmountText | None = None
 
 
 class ListPaymentsQuery(BaseModel):
-    status: str | None = None
-    order_id: str | None = None
-    provider: str | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-    limit: int = Field(20, ge=1, le=100)
-    cursor: str | None = None
+    """Control characters in any query parameter are refused by the middleware already."""
 
-    @field_validator("created_from", "created_to")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("timestamps need a time zone, e.g. 2026-11-23T10:30:00Z")
-        return value
+    status: PaymentStatus | None = None
+    order_id: str | None = Field(None, max_length=64)
+    provider: str | None = Field(None, max_length=32)
+    created_from: Timestamp | None = None
+    created_to: Timestamp | None = None
+    limit: int = Field(20, ge=1, le=100)
+    cursor: str | None = Field(None, max_length=64)
 
 
 # -- responses ----------------------------------------------------------------------------------
@@ -227,6 +275,7 @@ def payment_json(p: Payment) -> dict[str, Any]:
     money = p.money
     return {
         "payment_id": p.id,
+        "payment_number": p.number,
         "order_id": p.order_id,
         "buyer_id": p.buyer_id,
         "status": p.status.value,

@@ -29,13 +29,12 @@ from tillpoint.entrypoints.api.dependencies import (
     authenticate,
     change_context,
 )
-from tillpoint.entrypoints.api.idempotent import idempotent
+from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import PaymentOut
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
 from tillpoint.entrypoints.api.routes import health, webhooks
 from tillpoint.entrypoints.api.routes import orders as orders_routes
 from tillpoint.entrypoints.api.routes import payments as payments_routes
-from tillpoint.entrypoints.api.routes.payments import payment_request_key
 from tillpoint.entrypoints.api.schemas import Body, PaymentMethodIn, amount_in, payment_json
 from tillpoint.service import orders, payments
 
@@ -134,9 +133,8 @@ async def _create_and_confirm(
         else order.amount
     )
     method = body.payment_method.domain() if body.payment_method else PaymentMethod()
-    key = request.headers.get("idempotency-key")
 
-    async def action(resumed: bool) -> tuple[int, Any]:
+    async def action(attempt: Attempt) -> tuple[int, Any]:
         ctx = change_context(principal)
         cmd = payments.CreatePayment(
             order_id=order_id,
@@ -145,12 +143,14 @@ async def _create_and_confirm(
             capture_method=CaptureMethod(body.capture_method or default_capture),
             payment_method=method,
             snapshot_id=body.snapshot_id,
-            # its own namespace: the same key sent to POST /api/v1/payments is another request
-            request_key=payment_request_key(principal.id, f"{request.url.path}\x00{key}"),
+            # this route's own scope: the same key sent to POST /api/v1/payments is another request
+            request_key=attempt.request_key,
         )
-        created = await payments.create_payment(cmd, ctx, deps=container.deps, resume=resumed)
+        created = await payments.create_payment(
+            cmd, ctx, deps=container.deps, resume=attempt.resumed
+        )
         confirmed = await payments.confirm_payment(
-            created.id, None, ctx, deps=container.deps, resume=resumed
+            created.id, None, ctx, deps=container.deps, request_key=attempt.request_key
         )
         return 200, payment_json(confirmed)
 

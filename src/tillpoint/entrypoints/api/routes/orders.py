@@ -13,7 +13,7 @@ from tillpoint.entrypoints.api.dependencies import (
     buyer_scope,
     change_context,
 )
-from tillpoint.entrypoints.api.idempotent import idempotent
+from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import OrderOut, PaymentList, SnapshotOut
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
 from tillpoint.entrypoints.api.schemas import (
@@ -41,8 +41,8 @@ router = APIRouter(prefix="/api/v1", tags=["orders"])
 async def create_order(
     body: CreateOrderIn, request: Request, principal: Service, container: ContainerDep
 ) -> Response:
-    async def action(_resumed: bool) -> tuple[int, Any]:
-        cmd = orders.CreateOrder(body.order_id, body.buyer_id, body.money)
+    async def action(attempt: Attempt) -> tuple[int, Any]:
+        cmd = orders.CreateOrder(body.order_id, body.buyer_id, body.money, attempt.request_key)
         order = await orders.create_order(cmd, change_context(principal), deps=container.deps)
         return 201, {**order_json(order), "history": []}
 
@@ -96,7 +96,7 @@ async def order_payments(
 async def quote(
     body: QuoteIn, request: Request, principal: Service, container: ContainerDep
 ) -> Response:
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(_: Attempt) -> tuple[int, Any]:
         cmd = orders.Quote(
             order_id=body.order_id,
             items=tuple(

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from hashlib import sha256
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
@@ -17,7 +16,7 @@ from tillpoint.entrypoints.api.dependencies import (
     buyer_scope,
     change_context,
 )
-from tillpoint.entrypoints.api.idempotent import idempotent
+from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import (
     EventList,
     PaymentOut,
@@ -55,8 +54,7 @@ router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 async def create_payment(
     body: CreatePaymentIn, request: Request, principal: Service, container: ContainerDep
 ) -> Response:
-    async def action(resumed: bool) -> tuple[int, Any]:
-        key = request.headers.get("idempotency-key") or body.idempotency_key
+    async def action(attempt: Attempt) -> tuple[int, Any]:
         cmd = payments.CreatePayment(
             order_id=body.order_id,
             amount=body.money,
@@ -64,21 +62,14 @@ async def create_payment(
             capture_method=CaptureMethod(body.capture_method),
             payment_method=body.payment_method.domain() if body.payment_method else PaymentMethod(),
             snapshot_id=body.snapshot_id,
-            request_key=payment_request_key(principal.id, key),
+            request_key=attempt.request_key,
         )
         payment = await payments.create_payment(
-            cmd, change_context(principal), deps=container.deps, resume=resumed
+            cmd, change_context(principal), deps=container.deps, resume=attempt.resumed
         )
         return 201, payment_json(payment)
 
     return await idempotent(request, principal, container, action, body_key=True)
-
-
-def payment_request_key(principal_id: str, key: str | None) -> str | None:
-    """Ties the payment row to the request that made it, so a retry finds it again."""
-    if key is None:
-        return None
-    return sha256(f"{principal_id}\x00{key}".encode()).hexdigest()
 
 
 @router.get(
@@ -113,7 +104,7 @@ async def reconcile(
     """Asks the providers about every open operation, after the answer is sent. Declared before
     the `/{payment_id}` routes so `reconcile` is never read as a payment id."""
 
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(_: Attempt) -> tuple[int, Any]:
         run_id = await janitor.start_reconciliation(deps=container.deps)
         background.add_task(janitor.reconcile, run_id, deps=container.deps)
         return 202, {"run_id": run_id}
@@ -158,9 +149,13 @@ async def confirm(
 ) -> Response:
     method = body.payment_method.domain() if body and body.payment_method else None
 
-    async def action(resumed: bool) -> tuple[int, Any]:
+    async def action(attempt: Attempt) -> tuple[int, Any]:
         payment = await payments.confirm_payment(
-            payment_id, method, change_context(principal), deps=container.deps, resume=resumed
+            payment_id,
+            method,
+            change_context(principal),
+            deps=container.deps,
+            request_key=attempt.request_key,
         )
         return 200, payment_json(payment)
 
@@ -180,13 +175,14 @@ async def mock_complete(
     principal: Service,
     container: ContainerDep,
 ) -> Response:
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(attempt: Attempt) -> tuple[int, Any]:
         payment = await payments.mock_complete(
             payment_id,
             body.result == "SUCCESS",
             body.failure_code,
             change_context(principal),
             deps=container.deps,
+            request_key=attempt.request_key,
         )
         return 200, payment_json(payment)
 
@@ -216,9 +212,13 @@ async def capture(
 ) -> Response:
     amount = await _amount(payment_id, body.amount if body else None, container)
 
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(attempt: Attempt) -> tuple[int, Any]:
         payment = await payments.capture_payment(
-            payment_id, amount, change_context(principal), deps=container.deps
+            payment_id,
+            amount,
+            change_context(principal),
+            deps=container.deps,
+            request_key=attempt.request_key,
         )
         return 200, payment_json(payment)
 
@@ -238,12 +238,13 @@ async def void(
     container: ContainerDep,
     body: VoidIn | None = None,
 ) -> Response:
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(attempt: Attempt) -> tuple[int, Any]:
         payment = await payments.void_payment(
             payment_id,
             body.reason if body else None,
             change_context(principal),
             deps=container.deps,
+            request_key=attempt.request_key,
         )
         return 200, payment_json(payment)
 
@@ -266,13 +267,14 @@ async def refund(
 ) -> Response:
     amount = await _amount(payment_id, body.amount if body else None, container)
 
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(attempt: Attempt) -> tuple[int, Any]:
         result = await payments.refund_payment(
             payment_id,
             amount,
             body.reason if body else None,
             change_context(principal),
             deps=container.deps,
+            request_key=attempt.request_key,
         )
         return 201, refund_json(result)
 

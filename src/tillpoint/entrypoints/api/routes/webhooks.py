@@ -14,7 +14,7 @@ from starlette.responses import Response
 from tillpoint.bootstrap import Container
 from tillpoint.domain.payment import rfc3339
 from tillpoint.entrypoints.api.dependencies import Admin, ContainerDep
-from tillpoint.entrypoints.api.idempotent import idempotent
+from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import WebhookEventOut, WebhookEventPage, WebhookReceived
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
 from tillpoint.entrypoints.api.problems import problem
@@ -69,7 +69,8 @@ async def receive(provider: str, request: Request, container: ContainerDep) -> A
             "the webhook signature is missing or invalid, or its timestamp is outside ±5 minutes",
         )
     except MalformedEvent as exc:
-        return problem("validation_error", f"signed, but not a webhook event: {exc}")
+        # Only an event without a usable id or type gets here: anything identifiable is stored.
+        return problem("malformed_json", f"signed, but not a webhook event: {exc}")
     return {"received": True, "duplicate": duplicate}
 
 
@@ -107,7 +108,7 @@ async def list_events(
 async def replay(
     webhook_event_id: str, request: Request, principal: Admin, container: ContainerDep
 ) -> Response:
-    async def action(_resumed: bool) -> tuple[int, Any]:
+    async def action(_: Attempt) -> tuple[int, Any]:
         event = await webhooks.replay_webhook(
             webhook_event_id, deps=container.deps, inbox=_inbox(container)
         )
