@@ -68,6 +68,9 @@ class PaymentMethodOut(Out):
 
 class PaymentOut(Out):
     payment_id: str
+    payment_number: int | None = Field(
+        description="a numeric id, unique per payment (the foodies dialect's `paymentId`)"
+    )
     order_id: str
     buyer_id: str
     status: Literal[
