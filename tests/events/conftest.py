@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
 from asgi_lifespan import LifespanManager
 
 from tests.conftest import need_service, postgres_url, settings_for
+from tests.events.contract import PUBLISHED, violations
 from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange, unrouted_name
 from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import migrate
@@ -77,22 +78,29 @@ class Received:
 
 
 class Tap:
-    """Every message published to the exchange, in arrival order (a queue bound with `#`)."""
+    """Every message published to the exchange, in arrival order (a queue bound with `#`).
+
+    Each message the service publishes is checked against its JSON Schema (docs/schemas);
+    the `broker` fixture fails the test on any violation. Messages the tests send to the
+    consumers are left alone here: some are invalid on purpose (tests/events/test_contract.py
+    checks the consumed schemas)."""
 
     def __init__(self) -> None:
         self.messages: list[Received] = []
+        self.violations: list[str] = []
 
     async def on_message(self, message: AbstractIncomingMessage) -> None:
-        self.messages.append(
-            Received(
-                routing_key=message.routing_key or "",
-                body=json.loads(message.body),
-                message_id=message.message_id,
-                content_type=message.content_type,
-                headers=dict(message.headers or {}),
-                delivery_mode=int(message.delivery_mode) if message.delivery_mode else None,
-            )
+        received = Received(
+            routing_key=message.routing_key or "",
+            body=json.loads(message.body),
+            message_id=message.message_id,
+            content_type=message.content_type,
+            headers=dict(message.headers or {}),
+            delivery_mode=int(message.delivery_mode) if message.delivery_mode else None,
         )
+        if received.routing_key in PUBLISHED:
+            self.violations.extend(violations(received.routing_key, received.body))
+        self.messages.append(received)
         await message.ack()
 
     def where(self, **fields: Any) -> list[Received]:
@@ -157,6 +165,7 @@ async def broker() -> AsyncIterator[Broker]:
         tag = await queue.consume(tap.on_message)
         yield Broker(names, connection, tap)
         await queue.cancel(tag)
+        assert not tap.violations, "messages break their schema:\n" + "\n".join(tap.violations)
     finally:
         cleanup = await connection.channel()
         for name in names.queues:

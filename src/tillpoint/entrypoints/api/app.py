@@ -11,14 +11,23 @@ from fastapi import FastAPI
 from tillpoint import __version__
 from tillpoint.bootstrap import Container, build
 from tillpoint.config import Settings
-from tillpoint.entrypoints.api import errors
+from tillpoint.entrypoints.api import errors, openapi
 from tillpoint.entrypoints.api.middleware import EdgeGuardMiddleware, RequestContextMiddleware
-from tillpoint.entrypoints.api.routes import admin, health, orders, payments, webhooks
+from tillpoint.entrypoints.api.routes import (
+    admin,
+    aliases,
+    health,
+    orders,
+    payments,
+    reference,
+    webhooks,
+)
 from tillpoint.entrypoints.worker import Worker
 
 DESCRIPTION = """
 Payments that stay correct when the world misbehaves. Every POST needs an `Idempotency-Key`;
-errors are RFC 9457 problem documents with a stable `code`. See API.md for the contract.
+errors are RFC 9457 problem documents with a stable `code` whose `type` links to its row in the
+API reference, served at [/docs/reference](/docs/reference) (docs/api.md in the repository).
 """
 
 
@@ -50,10 +59,15 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from the package's own files by `reference`, not from a CDN
+        redoc_url=None,
     )
     errors.install(app)
     app.add_middleware(EdgeGuardMiddleware)  # inside: its refusals carry the request id
     app.add_middleware(RequestContextMiddleware)
     for module in (health, orders, payments, admin, webhooks):
         app.include_router(module.router)
+    aliases.install(app)
+    reference.install(app)
+    openapi.install(app)
     return app

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from tillpoint.adapters.keys import Principal
 from tillpoint.bootstrap import Container
@@ -43,7 +44,19 @@ async def get_deps(container: ContainerDep) -> Deps:
 DepsDep = Annotated[Deps, Depends(get_deps)]
 
 
-async def authenticate(request: Request, container: ContainerDep) -> Principal:
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    description="an API key (`TILLPOINT_API_KEYS`); its role decides what it may do",
+    auto_error=False,
+)
+
+
+async def authenticate(
+    request: Request,
+    container: ContainerDep,
+    declared: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)] = None,
+) -> Principal:
+    """`BEARER` only declares the scheme in the OpenAPI document; the header is read here."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():

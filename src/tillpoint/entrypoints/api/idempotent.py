@@ -81,7 +81,11 @@ async def idempotent(
     key = _key(request, body, body_key)
     structlog.contextvars.bind_contextvars(idempotency_key=key)  # on every line of this request
     route = request.scope.get("route")
-    template = getattr(route, "path", request.url.path)
+    # A deprecated alias (routes/aliases.py) shares its canonical route's keys: the same key
+    # sent to either path is one request.
+    canonical = getattr(route, "canonical_path", None)
+    template = canonical or getattr(route, "path", request.url.path)
+    path = canonical.format_map(request.path_params) if canonical else request.url.path
     scope = f"{principal.id} {request.method} {template}"
     request_key = hashlib.sha256(f"{scope}\x00{key}".encode()).hexdigest()
 
@@ -108,7 +112,7 @@ async def idempotent(
     stored = await container.idempotency.run(
         scope,
         key,
-        fingerprint(request.url.path, body),
+        fingerprint(path, body),
         work,
         on_reused=refusal(
             "idempotency_key_reused",

@@ -10,6 +10,8 @@ from starlette.responses import Response
 from tillpoint.entrypoints.api.context import request_id_var
 
 PROBLEM_JSON: Final = "application/problem+json"
+REFERENCE: Final = "/docs/reference"
+"""Where the service serves docs/api.md; each error code is an anchor in its error table."""
 
 STATUS: Final[dict[str, int]] = {
     "idempotency_key_missing": 400,
@@ -72,6 +74,11 @@ def status_of(code: str) -> int:
     return STATUS.get(code, 402 if code.endswith(("_declined", "_card", "_funds")) else 400)
 
 
+def problem_type(code: str) -> str:
+    """A URI reference to the code's row in the API reference this service serves."""
+    return f"{REFERENCE}#{code}"
+
+
 def problem_body(
     code: str,
     detail: str,
@@ -82,7 +89,7 @@ def problem_body(
 ) -> tuple[int, bytes]:
     status = status or status_of(code)
     doc = {
-        "type": f"https://tillpoint.dev/problems/{code.replace('_', '-')}",
+        "type": problem_type(code),
         "title": title or TITLES.get(status, "Error"),
         "status": status,
         "detail": detail,

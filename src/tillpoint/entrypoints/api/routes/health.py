@@ -5,20 +5,26 @@ from typing import Any
 
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.entrypoints.api.dependencies import ContainerDep
+from tillpoint.entrypoints.api.models import Alive, Readiness
+from tillpoint.entrypoints.api.openapi import ok
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Alive")
+@router.get("/healthz", summary="Alive", responses=ok(Alive))
 async def healthz() -> dict[str, str]:
     return {"status": "UP"}
 
 
-@router.get("/healthz/ready", summary="Database (migrated) and broker reachable; relay progress")
+@router.get(
+    "/healthz/ready",
+    summary="Database (migrated) and broker reachable; relay progress",
+    responses={**ok(Readiness), **ok(Readiness, 503, "Not ready: a check is DOWN")},
+)
 async def ready(container: ContainerDep) -> Response:
     """`database` and `broker` decide readiness. `relay` (`UP` or `STALLED`) is reported but
     does not take the API out of rotation: requests still commit safely into the outbox, and
@@ -42,7 +48,12 @@ async def ready(container: ContainerDep) -> Response:
     return JSONResponse(body, status_code=200 if up else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(container: ContainerDep) -> Response:
     with contextlib.suppress(Exception):  # an unreachable database must not hide the rest
         await container.outbox_health()

@@ -14,6 +14,8 @@ from tillpoint.entrypoints.api.dependencies import (
     change_context,
 )
 from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
+from tillpoint.entrypoints.api.models import OrderOut, PaymentList, SnapshotOut
+from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
 from tillpoint.entrypoints.api.schemas import (
     CreateOrderIn,
     PatchOrderIn,
@@ -29,7 +31,13 @@ from tillpoint.service import orders
 router = APIRouter(prefix="/api/v1", tags=["orders"])
 
 
-@router.post("/orders", status_code=201, summary="Register an order awaiting payment")
+@router.post(
+    "/orders",
+    status_code=201,
+    summary="Register an order awaiting payment",
+    responses={**ok(OrderOut, 201), **answers(400, 401, 404, 409, 413, 422, 503)},
+    openapi_extra=IDEMPOTENT,
+)
 async def create_order(
     body: CreateOrderIn, request: Request, principal: Service, container: ContainerDep
 ) -> Response:
@@ -41,13 +49,21 @@ async def create_order(
     return await idempotent(request, principal, container, action)
 
 
-@router.get("/orders/{order_id}", summary="An order with its status history, oldest first")
+@router.get(
+    "/orders/{order_id}",
+    summary="An order with its status history, oldest first",
+    responses={**ok(OrderOut), **answers(401, 404, 422)},
+)
 async def get_order(order_id: str, principal: ServiceOrCustomer, deps: DepsDep) -> dict[str, Any]:
     order, history = await orders.get_order(order_id, deps=deps, buyer_id=buyer_scope(principal))
     return {**order_json(order), "history": [history_json(h) for h in history]}
 
 
-@router.patch("/orders/{order_id}", summary="Change the amount of an order awaiting payment")
+@router.patch(
+    "/orders/{order_id}",
+    summary="Change the amount of an order awaiting payment",
+    responses={**ok(OrderOut), **answers(400, 401, 404, 409, 413, 422, 503)},
+)
 async def patch_order(
     order_id: str, body: PatchOrderIn, principal: Service, deps: DepsDep
 ) -> dict[str, Any]:
@@ -57,7 +73,11 @@ async def patch_order(
     return {**order_json(order), "history": [history_json(h) for h in history]}
 
 
-@router.get("/orders/{order_id}/payments", summary="An order's payments, newest first")
+@router.get(
+    "/orders/{order_id}/payments",
+    summary="An order's payments, newest first",
+    responses={**ok(PaymentList), **answers(401, 404, 422)},
+)
 async def order_payments(
     order_id: str, principal: ServiceOrCustomer, deps: DepsDep
 ) -> dict[str, Any]:
@@ -70,6 +90,8 @@ async def order_payments(
     status_code=201,
     tags=["checkout"],
     summary="Price an order into an expiring checkout snapshot",
+    responses={**ok(SnapshotOut, 201), **answers(400, 401, 404, 409, 413, 422, 503)},
+    openapi_extra=IDEMPOTENT,
 )
 async def quote(
     body: QuoteIn, request: Request, principal: Service, container: ContainerDep

@@ -17,6 +17,14 @@ from tillpoint.entrypoints.api.dependencies import (
     change_context,
 )
 from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
+from tillpoint.entrypoints.api.models import (
+    EventList,
+    PaymentOut,
+    PaymentPage,
+    RefundOut,
+    RunStarted,
+)
+from tillpoint.entrypoints.api.openapi import IDEMPOTENT, IDEMPOTENT_OR_BODY_KEY, answers, ok
 from tillpoint.entrypoints.api.schemas import (
     CaptureIn,
     ConfirmIn,
@@ -36,7 +44,13 @@ from tillpoint.service.ports import PaymentFilter
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
 
 
-@router.post("", status_code=201, summary="Create a payment for an order (INITIATED)")
+@router.post(
+    "",
+    status_code=201,
+    summary="Create a payment for an order (INITIATED)",
+    responses={**ok(PaymentOut, 201), **answers(400, 401, 404, 409, 413, 422, 503)},
+    openapi_extra=IDEMPOTENT_OR_BODY_KEY,
+)
 async def create_payment(
     body: CreatePaymentIn, request: Request, principal: Service, container: ContainerDep
 ) -> Response:
@@ -58,7 +72,11 @@ async def create_payment(
     return await idempotent(request, principal, container, action, body_key=True)
 
 
-@router.get("", summary="List payments (admin), newest first, with filters and a cursor")
+@router.get(
+    "",
+    summary="List payments (admin), newest first, with filters and a cursor",
+    responses={**ok(PaymentPage), **answers(401, 403, 404, 422)},
+)
 async def list_payments(
     query: Annotated[ListPaymentsQuery, Query()], principal: Admin, deps: DepsDep
 ) -> dict[str, Any]:
@@ -73,7 +91,13 @@ async def list_payments(
     return {"data": [payment_json(p) for p in found], "next_cursor": cursor}
 
 
-@router.post("/reconcile", status_code=202, summary="Start a reconciliation pass (admin)")
+@router.post(
+    "/reconcile",
+    status_code=202,
+    summary="Start a reconciliation pass (admin)",
+    responses={**ok(RunStarted, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
+    openapi_extra=IDEMPOTENT,
+)
 async def reconcile(
     request: Request, principal: Admin, container: ContainerDep, background: BackgroundTasks
 ) -> Response:
@@ -88,7 +112,11 @@ async def reconcile(
     return await idempotent(request, principal, container, action)
 
 
-@router.get("/{payment_id}", summary="A payment")
+@router.get(
+    "/{payment_id}",
+    summary="A payment",
+    responses={**ok(PaymentOut), **answers(401, 404, 422)},
+)
 async def get_payment(
     payment_id: str, principal: ServiceOrCustomer, deps: DepsDep
 ) -> dict[str, Any]:
@@ -96,13 +124,22 @@ async def get_payment(
     return payment_json(payment)
 
 
-@router.get("/{payment_id}/events", summary="The payment's own event log, oldest first")
+@router.get(
+    "/{payment_id}/events",
+    summary="The payment's own event log, oldest first",
+    responses={**ok(EventList), **answers(401, 404, 422)},
+)
 async def payment_events(payment_id: str, principal: Service, deps: DepsDep) -> dict[str, Any]:
     events = await payments.payment_events(payment_id, deps=deps)
     return {"data": [event_json(e) for e in events]}
 
 
-@router.post("/{payment_id}/confirm", summary="Send the payment to its provider")
+@router.post(
+    "/{payment_id}/confirm",
+    summary="Send the payment to its provider",
+    responses={**ok(PaymentOut), **answers(400, 401, 402, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def confirm(
     payment_id: str,
     request: Request,
@@ -125,7 +162,12 @@ async def confirm(
     return await idempotent(request, principal, container, action)
 
 
-@router.post("/{payment_id}/mock/complete", summary="Decide a mock payment's outcome")
+@router.post(
+    "/{payment_id}/mock/complete",
+    summary="Decide a mock payment's outcome",
+    responses={**ok(PaymentOut), **answers(400, 401, 404, 409, 413, 422, 503)},
+    openapi_extra=IDEMPOTENT,
+)
 async def mock_complete(
     payment_id: str,
     body: MockCompleteIn,
@@ -155,7 +197,12 @@ async def _amount(payment_id: str, amount: str | None, container: ContainerDep) 
     return amount_in(amount, payment.amount.currency)
 
 
-@router.post("/{payment_id}/capture", summary="Capture an authorized payment, fully or partly")
+@router.post(
+    "/{payment_id}/capture",
+    summary="Capture an authorized payment, fully or partly",
+    responses={**ok(PaymentOut), **answers(400, 401, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def capture(
     payment_id: str,
     request: Request,
@@ -178,7 +225,12 @@ async def capture(
     return await idempotent(request, principal, container, action)
 
 
-@router.post("/{payment_id}/void", summary="Cancel a payment before capture")
+@router.post(
+    "/{payment_id}/void",
+    summary="Cancel a payment before capture",
+    responses={**ok(PaymentOut), **answers(400, 401, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def void(
     payment_id: str,
     request: Request,
@@ -199,7 +251,13 @@ async def void(
     return await idempotent(request, principal, container, action)
 
 
-@router.post("/{payment_id}/refund", status_code=201, summary="Refund captured money (admin)")
+@router.post(
+    "/{payment_id}/refund",
+    status_code=201,
+    summary="Refund captured money (admin)",
+    responses={**ok(RefundOut, 201), **answers(400, 401, 403, 404, 409, 413, 422, 502, 503, 504)},
+    openapi_extra=IDEMPOTENT,
+)
 async def refund(
     payment_id: str,
     request: Request,

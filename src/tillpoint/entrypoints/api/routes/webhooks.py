@@ -15,6 +15,8 @@ from tillpoint.bootstrap import Container
 from tillpoint.domain.payment import rfc3339
 from tillpoint.entrypoints.api.dependencies import Admin, ContainerDep
 from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
+from tillpoint.entrypoints.api.models import WebhookEventOut, WebhookEventPage, WebhookReceived
+from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
 from tillpoint.entrypoints.api.problems import problem
 from tillpoint.service import webhooks
 from tillpoint.service.webhooks import (
@@ -53,6 +55,7 @@ def webhook_json(event: StoredWebhook) -> dict[str, Any]:
     "/api/v1/webhooks/{provider}",
     summary="Receive a provider webhook (signature required; processed asynchronously)",
     response_model=None,
+    responses={**ok(WebhookReceived), **answers(400, 401, 404, 413, 422, 503)},
 )
 async def receive(provider: str, request: Request, container: ContainerDep) -> Any:
     body = await request.body()
@@ -71,7 +74,11 @@ async def receive(provider: str, request: Request, container: ContainerDep) -> A
     return {"received": True, "duplicate": duplicate}
 
 
-@router.get("/api/v1/admin/webhooks/events", summary="Stored webhook events, newest first")
+@router.get(
+    "/api/v1/admin/webhooks/events",
+    summary="Stored webhook events, newest first",
+    responses={**ok(WebhookEventPage), **answers(401, 403, 404, 422)},
+)
 async def list_events(
     principal: Admin,
     container: ContainerDep,
@@ -95,6 +102,8 @@ async def list_events(
     "/api/v1/admin/webhooks/events/{webhook_event_id}/replay",
     status_code=202,
     summary="Queue a stored webhook event again (PENDING, due now)",
+    responses={**ok(WebhookEventOut, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
+    openapi_extra=IDEMPOTENT,
 )
 async def replay(
     webhook_event_id: str, request: Request, principal: Admin, container: ContainerDep

@@ -1,0 +1,221 @@
+"""The shapes of responses, as the OpenAPI document declares them (docs/api.md in prose).
+
+The routes build their bodies with the `*_json` functions of `schemas.py`; these models only
+describe those bodies, so they are named in `responses=` and never used to filter an answer.
+Every model allows extra fields: a client must ignore a field it does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Amount = Field(description="decimal string in major units, the currency's decimals exactly")
+Timestamp = Field(description="RFC 3339, UTC")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ValidationIssue(Out):
+    loc: list[str | int]
+    msg: str
+
+
+class Problem(Out):
+    """RFC 9457 problem document; `code` is stable, `type` links to its row in docs/api.md."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str
+    errors: list[ValidationIssue] | None = None
+    payment: dict[str, Any] | None = Field(None, description="the payment, on a decline (402)")
+
+
+class HistoryOut(Out):
+    from_status: str | None
+    to_status: str
+    reason: str | None
+    source: str | None
+    actor: str | None
+    correlation_id: str | None
+    created_at: str = Timestamp
+
+
+class OrderOut(Out):
+    order_id: str
+    buyer_id: str
+    amount: str = Amount
+    currency: str
+    status: Literal["PAYMENT_PENDING", "PAID", "PARTIALLY_REFUNDED", "REFUNDED", "CANCELED"]
+    created_at: str = Timestamp
+    updated_at: str = Timestamp
+    history: list[HistoryOut] = Field(description="status changes, oldest first")
+
+
+class PaymentMethodOut(Out):
+    type: str
+    brand: str | None
+    last4: str | None
+    exp_month: int | None
+    exp_year: int | None
+
+
+class PaymentOut(Out):
+    payment_id: str
+    payment_number: int | None = Field(
+        description="a numeric id, unique per payment (the foodies dialect's `paymentId`)"
+    )
+    order_id: str
+    buyer_id: str
+    status: Literal[
+        "INITIATED",
+        "PROCESSING",
+        "REQUIRES_ACTION",
+        "AUTHORIZED",
+        "CAPTURED",
+        "PARTIALLY_REFUNDED",
+        "REFUNDED",
+        "FAILED",
+        "CANCELED",
+    ]
+    amount: str = Amount
+    currency: str
+    capture_method: Literal["automatic", "manual"]
+    provider: str
+    provider_payment_id: str | None
+    payment_method: PaymentMethodOut
+    authorized_amount: str = Amount
+    captured_amount: str = Amount
+    refunded_amount: str = Amount
+    failure_code: str | None
+    failure_message: str | None
+    next_action: dict[str, Any] | None
+    snapshot_id: str | None
+    created_at: str = Timestamp
+    updated_at: str = Timestamp
+
+
+class PaymentList(Out):
+    data: list[PaymentOut] = Field(description="newest first")
+
+
+class PaymentPage(Out):
+    data: list[PaymentOut] = Field(description="newest first")
+    next_cursor: str | None
+
+
+class RefundOut(Out):
+    refund_id: str
+    payment_id: str
+    amount: str = Amount
+    currency: str
+    reason: str | None
+    status: Literal["PENDING", "SUCCEEDED", "FAILED"]
+    provider_refund_id: str | None
+    created_at: str = Timestamp
+    processed_at: str | None
+
+
+class TransactionOut(Out):
+    transaction_id: str
+    kind: str
+    status: str
+    amount: str = Amount
+    currency: str
+    provider_idempotency_key: str
+    provider_reference: str | None
+    refund_id: str | None
+    error_code: str | None
+    error_message: str | None
+    next_check_at: str | None
+    created_at: str = Timestamp
+    updated_at: str = Timestamp
+
+
+class LedgerPaymentOut(PaymentOut):
+    transactions: list[TransactionOut]
+    refunds: list[RefundOut]
+
+
+class LedgerOut(Out):
+    order_id: str
+    data: list[LedgerPaymentOut]
+
+
+class EventOut(Out):
+    event_id: str
+    event_type: str
+    payload: dict[str, Any]
+    created_at: str = Timestamp
+
+
+class EventList(Out):
+    data: list[EventOut] = Field(description="oldest first")
+
+
+class SnapshotItemOut(Out):
+    variant_id: str
+    quantity: int
+    unit_amount: str = Amount
+    line_total: str = Amount
+
+
+class TotalsOut(Out):
+    subtotal: str = Amount
+    discount: str = Amount
+    shipping: str = Amount
+    tax: str = Amount
+    total: str = Amount
+
+
+class SnapshotOut(Out):
+    snapshot_id: str
+    order_id: str
+    currency: str
+    items: list[SnapshotItemOut]
+    totals: TotalsOut
+    created_at: str = Timestamp
+    expires_at: str = Timestamp
+
+
+class RunStarted(Out):
+    run_id: str
+
+
+class WebhookReceived(Out):
+    received: bool
+    duplicate: bool
+
+
+class WebhookEventOut(Out):
+    webhook_event_id: str
+    provider: str
+    provider_event_id: str
+    event_type: str | None
+    signature_valid: bool
+    status: Literal["PENDING", "PROCESSED", "IGNORED", "FAILED", "DEAD"]
+    attempt_count: int
+    last_error: str | None
+    received_at: str = Timestamp
+    processed_at: str | None
+    next_attempt_at: str | None
+
+
+class WebhookEventPage(Out):
+    data: list[WebhookEventOut] = Field(description="newest first")
+    next_cursor: str | None
+
+
+class Alive(Out):
+    status: Literal["UP"]
+
+
+class Readiness(Out):
+    status: Literal["UP", "DOWN"]
+    checks: dict[str, str]
