@@ -71,24 +71,13 @@ class SqlIdempotencyStore:
             async with self._engine.begin() as conn:
                 yield conn
 
+    @unavailable_as_storage_error()
     async def claim(
         self,
         scope: str,
         key: str,
         fingerprint: str,
         *,
-        now: datetime,
-        expires_at: datetime,
-        lock_timeout: timedelta,
-    ) -> Claim:
-        async with unavailable_as_storage_error():
-            return await self._claim(scope, key, fingerprint, now, expires_at, lock_timeout)
-
-    async def _claim(
-        self,
-        scope: str,
-        key: str,
-        fingerprint: str,
         now: datetime,
         expires_at: datetime,
         lock_timeout: timedelta,
@@ -144,8 +133,9 @@ class SqlIdempotencyStore:
             await conn.execute(_RESTART, {"b_id": row.id, "locked_at": now})
             return Claim(ClaimOutcome.RESUMED)
 
+    @unavailable_as_storage_error()
     async def complete(self, scope: str, key: str, response: StoredResponse) -> None:
-        async with unavailable_as_storage_error(), self._statement() as conn:
+        async with self._statement() as conn:
             await conn.execute(
                 _COMPLETE,
                 {
@@ -159,8 +149,9 @@ class SqlIdempotencyStore:
                 },
             )
 
+    @unavailable_as_storage_error()
     async def release(self, scope: str, key: str) -> None:
-        async with unavailable_as_storage_error(), self._statement() as conn:
+        async with self._statement() as conn:
             await conn.execute(_RELEASE, {"b_scope": scope, "b_key": key})
 
     async def reap(self, now: datetime, limit: int = 1000) -> int:

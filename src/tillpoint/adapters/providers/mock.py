@@ -336,27 +336,6 @@ class MockGateway:
         success: bool,
         failure_code: str | None,
     ) -> ProviderResult:
-        result = await self._decide(
-            idempotency_key=idempotency_key,
-            payment_id=payment_id,
-            amount=amount,
-            capture=capture,
-            success=success,
-            failure_code=failure_code,
-        )
-        await self._latency()
-        return result
-
-    async def _decide(
-        self,
-        *,
-        idempotency_key: str,
-        payment_id: str,
-        amount: Money,
-        capture: bool,
-        success: bool,
-        failure_code: str | None,
-    ) -> ProviderResult:
         previous = await self._recorded(idempotency_key)
         pi = previous.provider_payment_id if previous else _ref("mock_pi")
         if success:
@@ -379,15 +358,16 @@ class MockGateway:
                 failure_message=FAILURE_MESSAGES.get(code, "The payment failed."),
             )
         if previous is None:
-            recorded, _ = await self._record(idempotency_key, "authorize", payment_id, result)
-            return recorded
-        if previous.status in (ProviderStatus.REQUIRES_ACTION, ProviderStatus.PROCESSING):
+            result, _ = await self._record(idempotency_key, "authorize", payment_id, result)
+        elif previous.status in (ProviderStatus.REQUIRES_ACTION, ProviderStatus.PROCESSING):
             await self._overwrite(idempotency_key, result)
             # A real provider also announces the completed challenge by webhook; it may well
             # arrive after the answer to this call (then it is a recorded no-op).
             self._announce(idempotency_key, result)
-            return result
-        return previous  # already decided: the provider's first word stands
+        else:
+            result = previous  # already decided: the provider's first word stands
+        await self._latency()
+        return result
 
     def _announce(self, idempotency_key: str, result: ProviderResult) -> None:
         for listener in self.listeners:
