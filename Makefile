@@ -34,10 +34,11 @@ worker: install ## run the background worker (outbox relay, webhooks, janitor, c
 migrate: install ## apply database migrations to TILLPOINT_DATABASE_URL
 	$(BIN)/tillpoint migrate
 
-lint: install ## ruff lint, format check and mypy --strict
+lint: install ## ruff lint, format check, mypy --strict and the layer contracts (lint-imports)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: install ## format and autofix
 	$(BIN)/ruff format src tests bench

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tillpoint.adapters import logging as log_setup
+from tillpoint.adapters.brokers.consumers import RabbitConsumers
 from tillpoint.adapters.brokers.inprocess import InProcessBroker
 from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import SystemClock
@@ -26,7 +28,14 @@ from tillpoint.adapters.providers.mock import MockGateway
 from tillpoint.adapters.providers.mock_webhooks import MockWebhookSimulator
 from tillpoint.adapters.telemetry import PrometheusTelemetry
 from tillpoint.adapters.webhooks.setup import mock_webhook_secret, webhook_verifiers
-from tillpoint.config import ConfigurationRefused, Settings
+from tillpoint.config import ApiKey, ConfigurationRefused, Settings
+from tillpoint.service.consumers import (
+    Handled,
+    KeyedLocks,
+    OrderEvent,
+    Subscription,
+    handle_order_event,
+)
 from tillpoint.service.context import Deps, ServiceConfig
 from tillpoint.service.idempotency import Idempotency
 from tillpoint.service.outbox import (
@@ -52,7 +61,6 @@ class Container:
     mock: MockGateway
     telemetry: PrometheusTelemetry
     dev_keys_file: Path | None = None
-    extras: dict[str, object] = field(default_factory=dict)
     webhooks: WebhookInbox | None = None
     mock_webhooks: MockWebhookSimulator | None = None
     publisher: Publisher | None = None
@@ -65,6 +73,10 @@ class Container:
         except Exception:  # any failure means not ready
             return "DOWN"
         return "NOT_MIGRATED" if state is SchemaState.BEHIND else "UP"
+
+    async def broker_check(self) -> bool:
+        """Whether the events broker is reachable (the in-process broker always is)."""
+        return self.publisher is None or await self.publisher.healthy()
 
     async def outbox_health(self) -> OutboxHealth:
         """The outbox backlog and oldest unpublished age, read from the database (so the API
@@ -84,6 +96,26 @@ class Container:
         if self.mock_webhooks is not None:
             await self.mock_webhooks.aclose()
         await self.engine.dispose()
+
+
+def configure_logging(settings: Settings) -> None:
+    """JSON (or console) logs at the configured level, card data and secrets redacted."""
+    log_setup.configure_logging(settings.log_level, settings.log_format)
+
+
+def migrate(settings: Settings, revision: str = "head") -> None:
+    """Apply the database migrations up to `revision` (`tillpoint migrate`)."""
+    migrations.upgrade(settings.database_url, revision)
+
+
+def api_keys(settings: Settings) -> tuple[list[ApiKey], Path | None]:
+    """The configured API keys, or the development keys and the file they are kept in."""
+    return load_keys(settings)
+
+
+def serve_worker_metrics(settings: Settings) -> None:
+    """The worker's Prometheus endpoint on `TILLPOINT_WORKER_METRICS_PORT`."""
+    PrometheusTelemetry().serve(settings.worker_metrics_port, settings.worker_metrics_host)
 
 
 def preflight(settings: Settings) -> None:
@@ -165,7 +197,6 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         webhooks=webhooks,
         mock_webhooks=mock_webhooks,
         publisher=publisher,
-        extras={"broker_health": publisher.healthy},
     )
 
 
@@ -178,6 +209,34 @@ def outbox_relay(container: Container) -> OutboxRelay | None:
         clock=container.deps.clock,
         metrics=container.telemetry,
         batch_size=container.settings.outbox_batch_size,
+    )
+
+
+def event_consumers(
+    container: Container,
+    subscriptions: Sequence[Subscription],
+    *,
+    prefetch: int | None = None,
+    retry_delay: float = 1.0,
+) -> RabbitConsumers:
+    """The RabbitMQ consumers of `subscriptions`, each message handled by the order-event use
+    case on the events unit of work (inbox, outbox), one order at a time in this process."""
+    settings = container.settings
+    events = SqlEventsUnitOfWorkFactory(container.engine, dialect=settings.event_dialect)
+    locks = KeyedLocks()
+    deps = container.deps
+
+    async def handle(event: OrderEvent) -> Handled:
+        return await handle_order_event(event, deps=deps, events=events, locks=locks)
+
+    return RabbitConsumers(
+        settings.broker_url,
+        settings.events_exchange,
+        subscriptions,
+        handle,
+        alternate=settings.events_alternate_exchange,
+        prefetch=prefetch or settings.consumer_prefetch,
+        retry_delay=retry_delay,
     )
 
 

@@ -20,9 +20,10 @@ from aio_pika.abc import AbstractIncomingMessage
 from tests.conftest import SERVICE_KEY, headers
 from tests.events.conftest import Broker, Received
 from tests.security.scan import card_data, numeric_id
+from tillpoint.adapters.brokers.consumers import REASON_HEADER, REDACTED_HEADER
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container, outbox_relay
-from tillpoint.entrypoints.consumers import REASON_HEADER, REDACTED_HEADER, EventConsumers
+from tillpoint.entrypoints.consumers import EventConsumers
 from tillpoint.entrypoints.worker import Loop, Worker
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.postgres]

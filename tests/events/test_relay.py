@@ -117,7 +117,7 @@ async def test_in_process_broker_is_the_default(
     broker = container.publisher
     assert isinstance(broker, InProcessBroker)
     assert "outbox.relay" in [loop.name for loop in default_loops(container)]
-    assert await container.extras["broker_health"]()  # type: ignore[operator]
+    assert await container.broker_check()
     received: list[OutboxMessage] = []
 
     async def collect(message: OutboxMessage) -> None:

@@ -6,18 +6,11 @@ import hmac
 import json
 import os
 import secrets
-from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
 from tillpoint.config import ApiKey, ConfigurationRefused, Settings
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    id: str  # stable, non-secret: scopes idempotency keys
-    role: str
-    subject: str | None = None
+from tillpoint.service.identity import Principal
 
 
 class KeyStore:

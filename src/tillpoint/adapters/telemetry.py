@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    start_http_server,
+)
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
@@ -87,3 +95,11 @@ class PrometheusTelemetry:
 
     def gauge(self, name: str, value: float) -> None:
         GAUGES[name].set(value)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """Every metric in the Prometheus text format, and its content type (`GET /metrics`)."""
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+    def serve(self, port: int, host: str) -> None:
+        """Expose the metrics on their own HTTP port, from a daemon thread (the worker)."""
+        start_http_server(port, addr=host, registry=REGISTRY)

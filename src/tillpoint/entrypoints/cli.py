@@ -12,10 +12,14 @@ import sys
 import structlog
 
 from tillpoint import __version__
-from tillpoint.adapters.db import migrate as migrations
-from tillpoint.adapters.keys import load_keys
-from tillpoint.adapters.logging import configure_logging
-from tillpoint.bootstrap import preflight, schema_preflight
+from tillpoint.bootstrap import (
+    api_keys,
+    configure_logging,
+    migrate,
+    preflight,
+    schema_preflight,
+    serve_worker_metrics,
+)
 from tillpoint.config import ConfigurationRefused, Settings
 from tillpoint.entrypoints import serving
 
@@ -28,7 +32,7 @@ def _refused(settings: Settings) -> int | None:
     try:
         preflight(settings)
         if settings.embedded:
-            migrations.upgrade(settings.database_url)
+            migrate(settings)
         schema_preflight(settings)
     except ConfigurationRefused as exc:
         log.error("startup.refused", reason=str(exc))
@@ -40,7 +44,7 @@ def _refused(settings: Settings) -> int | None:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if (refused := _refused(settings)) is not None:
         return refused
-    keys, dev_file = load_keys(settings)
+    keys, dev_file = api_keys(settings)
     if dev_file is not None:
         print(f"Development API keys (kept in {dev_file}):", file=sys.stderr)
         for key in keys:
@@ -75,13 +79,7 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
     if (refused := _refused(settings)) is not None:
         return refused
     if settings.worker_metrics_port:
-        from prometheus_client import start_http_server
-
-        from tillpoint.adapters.telemetry import REGISTRY
-
-        start_http_server(
-            settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=REGISTRY
-        )
+        serve_worker_metrics(settings)
         log.info(
             "worker.metrics", host=settings.worker_metrics_host, port=settings.worker_metrics_port
         )
@@ -91,7 +89,7 @@ def _worker(_args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
-    migrations.upgrade(settings.database_url, args.revision)
+    migrate(settings, args.revision)
     print(json.dumps({"migrated": args.revision}))
     return 0
 
@@ -114,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     migrate.set_defaults(run=_migrate)
     args = parser.parse_args(argv)
     settings = Settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings)
     code: int = args.run(args, settings)
     return code
 

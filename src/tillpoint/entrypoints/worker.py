@@ -1,7 +1,7 @@
 """Background loops: the janitor (unknown provider outcomes, stale payments, idempotency
-reaper), the outbox relay, the event consumers (with a broker URL) and whatever else is
-registered. On `stop()` (SIGTERM) every loop finishes the batch in hand and the consumers stop
-taking messages, finish and acknowledge the ones in flight, and disconnect.
+reaper), the webhook inbox, the outbox relay and the event consumers (with a broker URL).
+On `stop()` (SIGTERM) every loop finishes the batch in hand and the consumers stop taking
+messages, finish and acknowledge the ones in flight, and disconnect.
 `tillpoint worker` runs them; with the embedded defaults `tillpoint serve` runs them inside the
 API process."""
 
@@ -81,9 +81,6 @@ class Worker:
         if services is None:
             services = default_services(container) if loops is None else []
         self.services = services
-        extra = container.extras.get("worker_loops")
-        if loops is None and callable(extra):
-            self.loops.extend(extra(container))
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -113,6 +113,22 @@ class OrderEvent:
     amount: Money
     pay: bool
     payment_method: PaymentMethod = field(default_factory=PaymentMethod)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """What one consumer reads: its inbox name, the durable queue bound to the events exchange
+    by `binding`, and how a message body becomes an `OrderEvent` (raises `RejectedMessage`).
+    Declared by `entrypoints/consumers.py`, consumed by `adapters/brokers/consumers.py`."""
+
+    consumer: str  # the inbox's consumer name
+    queue: str
+    binding: str
+    parse: Callable[[bytes, str], OrderEvent]
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dlq"
 
 
 class Outcome(StrEnum):

@@ -4,10 +4,10 @@ Logging is configured here too: with `serve --workers N` (N > 1) uvicorn imports
 fresh processes that never ran the CLI, and their logs must still be JSON and redacted.
 """
 
-from tillpoint.adapters.logging import configure_logging
+from tillpoint.bootstrap import configure_logging
 from tillpoint.config import Settings
 from tillpoint.entrypoints.api.app import create_app
 
 _settings = Settings()
-configure_logging(_settings.log_level, _settings.log_format)
+configure_logging(_settings)
 app = create_app(_settings)

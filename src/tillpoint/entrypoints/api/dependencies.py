@@ -12,11 +12,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from tillpoint.adapters.keys import Principal
 from tillpoint.bootstrap import Container
 from tillpoint.domain.order import ChangeContext
 from tillpoint.entrypoints.api.context import correlation_id_var
 from tillpoint.service.context import Deps
+from tillpoint.service.identity import Principal
 
 
 class ApiError(Exception):

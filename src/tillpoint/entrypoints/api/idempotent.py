@@ -16,7 +16,6 @@ import structlog
 from fastapi import Request
 from starlette.responses import Response
 
-from tillpoint.adapters.keys import Principal
 from tillpoint.bootstrap import Container
 from tillpoint.domain.errors import DomainError, ValidationFailed
 from tillpoint.entrypoints.api.dependencies import ApiError
@@ -24,6 +23,7 @@ from tillpoint.entrypoints.api.errors import domain_problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
 from tillpoint.service import faults
 from tillpoint.service.idempotency import StoredResponse, fingerprint
+from tillpoint.service.identity import Principal
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,6 @@ from fastapi.routing import APIRoute, APIRouter
 from pydantic import Field, StrictStr
 from starlette.responses import Response
 
-from tillpoint.adapters.keys import Principal
 from tillpoint.domain.errors import NotFound
 from tillpoint.domain.payment import CaptureMethod, PaymentMethod
 from tillpoint.entrypoints.api.dependencies import (
@@ -37,6 +36,7 @@ from tillpoint.entrypoints.api.routes import orders as orders_routes
 from tillpoint.entrypoints.api.routes import payments as payments_routes
 from tillpoint.entrypoints.api.schemas import Body, PaymentMethodIn, amount_in, payment_json
 from tillpoint.service import orders, payments
+from tillpoint.service.identity import Principal
 
 TAG: Final = "deprecated aliases (seed paths)"
 CAPTURE: Final = "/api/v1/payments/{payment_id}/capture"

@@ -4,10 +4,8 @@ import contextlib
 from typing import Any
 
 from fastapi import APIRouter
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
-from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.entrypoints.api.dependencies import ContainerDep
 from tillpoint.entrypoints.api.models import Alive, Readiness
 from tillpoint.entrypoints.api.openapi import ok
@@ -30,11 +28,7 @@ async def ready(container: ContainerDep) -> Response:
     does not take the API out of rotation: requests still commit safely into the outbox, and
     a stalled relay is the worker's problem, alerted on (docs/operations.md)."""
     checks: dict[str, str] = {"database": await container.database_check()}
-    broker = container.extras.get("broker_health")
-    if callable(broker):
-        checks["broker"] = "UP" if await broker() else "DOWN"
-    else:
-        checks["broker"] = "UP"
+    checks["broker"] = "UP" if await container.broker_check() else "DOWN"
     up = all(v == "UP" for v in checks.values())
     body: dict[str, Any] = {"status": "UP" if up else "DOWN", "checks": checks}
     if checks["database"] == "UP":
@@ -57,4 +51,5 @@ async def ready(container: ContainerDep) -> Response:
 async def metrics(container: ContainerDep) -> Response:
     with contextlib.suppress(Exception):  # an unreachable database must not hide the rest
         await container.outbox_health()
-    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = container.telemetry.exposition()
+    return Response(body, media_type=content_type)
