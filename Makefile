@@ -51,4 +51,4 @@ bench: install ## run the benchmarks against local PostgreSQL/RabbitMQ and write
 	$(BIN)/python -m bench
 
 clean: ## remove the virtualenvs, caches and local databases
-	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis tillpoint.db*
+	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis .import_linter_cache tillpoint.db*
