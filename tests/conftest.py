@@ -278,14 +278,14 @@ def scan_for_card_data(session: pytest.Session) -> None:
     Scans every column of every table of the session's PostgreSQL database and of each SQLite
     database the tests made, and the log of every server process the tests started. A finding
     fails the run (exit status 1) and is printed with where it was found."""
-    from tests.security.scan import scan_databases, scan_files
+    from tests.security.scan import scan_databases, scan_files, sqlite_urls
 
     factory = getattr(session.config, "_tmp_path_factory", None)
     basetemp = factory.getbasetemp() if factory is not None else None
-    urls = [os.environ.get(DATABASE_URL_VARIABLE) or _session_url]
+    urls = [url for url in [os.environ.get(DATABASE_URL_VARIABLE) or _session_url] if url]
     if basetemp is not None:
-        urls += [f"sqlite+aiosqlite:///{db}" for db in sorted(basetemp.rglob("*.db"))]
-    found = _run(lambda: scan_databases(u for u in urls if u))
+        urls += sqlite_urls(basetemp)
+    found = _run(lambda: scan_databases(urls))
     if basetemp is not None:
         found += scan_files(sorted(basetemp.rglob("*.log")))
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
@@ -294,7 +294,7 @@ def scan_for_card_data(session: pytest.Session) -> None:
         lines = "\n".join(found[:50])
         message = f"card data found in what the test suite left behind:\n{lines}"
     else:
-        message = f"card-data scan: nothing found in {len([u for u in urls if u])} database(s)"
+        message = f"card-data scan: nothing found in {len(urls)} database(s)"
     if reporter is not None:
         reporter.write_line(message, red=bool(found))
 

@@ -54,6 +54,12 @@ class Server:
     def wait_exit(self, timeout: float) -> int:
         return self.proc.wait(timeout=timeout)
 
+    def kill_now(self) -> None:
+        """SIGKILL the whole process group at once, as a crash or an OOM kill would."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
     def kill(self) -> None:
         """Terminate the whole process group; escalate to SIGKILL if it lingers."""
         if self.proc.poll() is None:

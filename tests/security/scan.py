@@ -145,6 +145,15 @@ async def scan_databases(urls: Iterable[str]) -> list[str]:
     return found
 
 
+def sqlite_urls(folder: Path) -> list[str]:
+    """Read-only URLs of the SQLite databases below `folder` (what is a real SQLite file)."""
+    urls = []
+    for path in sorted(folder.rglob("*.db")):
+        if path.is_file() and _header(path) == b"SQLite format 3\x00":
+            urls.append(f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true")
+    return urls
+
+
 def scan_files(paths: Iterable[Path]) -> list[str]:
     """Card data in text files (the logs of the servers the suite ran)."""
     found: list[str] = []
@@ -152,3 +161,8 @@ def scan_files(paths: Iterable[Path]) -> list[str]:
         text = path.read_text(errors="replace")
         found += [f"{path.name}: {finding}" for finding in card_data(text)]
     return found
+
+
+def _header(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(16)

@@ -37,6 +37,14 @@ class InvalidStateTransition(DomainError):
     title = "Invalid state transition"
 
 
+class ConcurrentUpdate(DomainError):
+    """The row changed under this request (another one won the race). Retryable: the answer
+    is never stored under the Idempotency-Key, so the retry with the same key runs again."""
+
+    code = "concurrent_update"
+    title = "Changed concurrently"
+
+
 class ActivePaymentExists(DomainError):
     code = "active_payment_exists"
     title = "An active payment exists for this order"

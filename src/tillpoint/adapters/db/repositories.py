@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tillpoint.adapters.db import tables as t
-from tillpoint.domain.errors import ActivePaymentExists, InvalidStateTransition
+from tillpoint.domain.errors import ActivePaymentExists, ConcurrentUpdate
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import HistoryEntry, Order, OrderStatus
 from tillpoint.domain.payment import (
@@ -97,10 +97,6 @@ def _lock(stmt: sa.Select[Any], conn: AsyncConnection, for_update: bool) -> sa.S
 
 def dump_json(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-class ConcurrentUpdate(InvalidStateTransition):
-    """The row changed under us; the request may be retried."""
 
 
 # -- orders --------------------------------------------------------------------------------------

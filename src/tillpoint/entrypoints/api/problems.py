@@ -36,6 +36,7 @@ STATUS: Final[dict[str, int]] = {
     "snapshot_mismatch": 409,
     "provider_mismatch": 409,
     "idempotency_key_in_use": 409,
+    "concurrent_update": 409,
     "payload_too_large": 413,
     "validation_error": 422,
     "amount_mismatch": 422,
