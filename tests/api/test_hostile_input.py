@@ -467,6 +467,9 @@ class TestContractGaps:
             ("DELETE", "/api/v1/orders", {"POST"}),
             ("PUT", "/api/v1/payments/pay_1", {"GET"}),
             ("GET", "/api/v1/payments/pay_1/capture", {"POST"}),
+            # Two routes share this path: `Allow` names the methods of both.
+            ("OPTIONS", "/api/v1/orders/ord-1", {"GET", "PATCH"}),
+            ("DELETE", "/api/v1/payments", {"GET", "POST"}),
         ],
     )
     async def test_405_names_the_allowed_methods(

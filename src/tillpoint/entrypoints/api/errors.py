@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -38,6 +40,23 @@ def domain_problem(exc: DomainError) -> tuple[int, bytes]:
     return problem_body(exc.code, exc.detail, title=exc.title)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method the API serves at this path, read from its OpenAPI document. Starlette's own
+    `Allow` names only the first route whose path matched, though several routes may share a
+    path (GET and PATCH of an order)."""
+    methods: set[str] = set()
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
+_HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
@@ -70,7 +89,7 @@ def install(app: FastAPI) -> None:
         return problem("validation_error", detail or "invalid request", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         """Starlette's and FastAPI's own refusals: 404 and 405 from routing (405 keeps its
         `Allow` header), 400 when a body cannot even be decoded."""
         status = exc.status_code
@@ -78,7 +97,10 @@ def install(app: FastAPI) -> None:
             (c for c, s in STATUS.items() if s == status), "internal_error"
         )
         detail = "the request body is not valid JSON" if code == "malformed_json" else exc.detail
-        return problem(code, str(detail), status=status, headers=dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if status == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return problem(code, str(detail), status=status, headers=headers)
 
     @app.exception_handler(StorageUnavailable)
     async def _storage(_: Request, exc: StorageUnavailable) -> Response:
