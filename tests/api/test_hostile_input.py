@@ -470,6 +470,7 @@ class TestContractGaps:
             # Two routes share this path: `Allow` names the methods of both.
             ("OPTIONS", "/api/v1/orders/ord-1", {"GET", "PATCH"}),
             ("DELETE", "/api/v1/payments", {"GET", "POST"}),
+            ("PUT", "/api/v1/payments/reconcile", {"POST"}),
         ],
     )
     async def test_405_names_the_allowed_methods(
@@ -477,7 +478,7 @@ class TestContractGaps:
     ) -> None:
         response = await api.client.request(method, path, headers=headers(SERVICE_KEY))
         assert_problem(response, 405, "method_not_allowed")
-        assert {m.strip() for m in response.headers["allow"].split(",")} >= allow
+        assert {m.strip() for m in response.headers["allow"].split(",")} - {"HEAD"} == allow
 
     async def test_an_unknown_test_card_is_refused_at_create(self, api: Api) -> None:
         order_id = await api.order()

@@ -43,15 +43,18 @@ def domain_problem(exc: DomainError) -> tuple[int, bytes]:
 def _allowed_methods(request: Request) -> str:
     """Every method the API serves at this path, read from its OpenAPI document. Starlette's own
     `Allow` names only the first route whose path matched, though several routes may share a
-    path (GET and PATCH of an order)."""
-    methods: set[str] = set()
+    path (GET and PATCH of an order). A literal path (`/payments/reconcile`) wins over a
+    template that also matches it (`/payments/{payment_id}`)."""
+    matches: dict[int, set[str]] = {}
     for template, operations in request.app.openapi().get("paths", {}).items():
         pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, request.url.path):
+            methods = matches.setdefault(template.count("{"), set())
             methods |= {m.upper() for m in operations if m in _HTTP_METHODS}
-    if "GET" in methods:
-        methods.add("HEAD")
-    return ", ".join(sorted(methods))
+    allowed = matches[min(matches)] if matches else set()
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return ", ".join(sorted(allowed))
 
 
 _HTTP_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
