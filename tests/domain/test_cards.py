@@ -123,6 +123,10 @@ def test_examples_are_found(text: str, found: str) -> None:
         "req_0f1e2d3c4b5a69788796a5b4c3d2e1f0",
         "sha 1234567890123456abcdef0123456789abcdef0123456789abcdef01234567",
         "a1b2c3d4-1234-4111-9111-111111111111",  # a UUID
+        # Random hex references with a long run of digits (a mock id once redacted so its
+        # webhook never found the payment).
+        "mock_pi_cb8aff673615737833067547",
+        "mock_ch_48486704264736249ab1e2",
     ],
 )
 def test_identifiers_and_ordinary_text_are_not_cards(text: str) -> None:

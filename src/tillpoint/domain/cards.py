@@ -28,6 +28,7 @@ _HEXISH: Final = re.compile(r"[0-9A-Fa-f-]")
 # Digits inside a longer hex token (a UUID, a hash) are part of an identifier, not a card:
 # the token must reach this many characters past the digits and hold a hex letter.
 _HEX_MARGIN: Final = 8
+_GLUED: Final = 4
 
 # Field names that hold a card number or a CVC, compared without case, `_`, `-` or spaces.
 RAW_CARD_FIELDS: Final = frozenset(
@@ -115,7 +116,12 @@ def _in_hex_token(text: str, start: int, end: int) -> bool:
     while finish < min(len(text), end + 64) and _HEXISH.match(text[finish]):
         finish += 1
     around = text[begin:start] + text[end:finish]
-    return len(around) >= _HEX_MARGIN and any(c.isalpha() for c in around)
+    if not any(c.isalpha() for c in around):
+        return False
+    # A random hex reference (`mock_pi_cb8aff673615737833067547`) may hold a long run of
+    # digits with only a few hex letters beside it: a token of 16 or more characters with at
+    # least `_GLUED` of them around the digits is an identifier too.
+    return len(around) >= _HEX_MARGIN or (len(around) >= _GLUED and finish - begin >= 16)
 
 
 _DOUBLED: Final = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)  # a digit's Luhn value when it is doubled
