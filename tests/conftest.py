@@ -278,7 +278,7 @@ def scan_for_card_data(session: pytest.Session) -> None:
     Scans every column of every table of the session's PostgreSQL database and of each SQLite
     database the tests made, and the log of every server process the tests started. A finding
     fails the run (exit status 1) and is printed with where it was found."""
-    from tests.security.scan import scan_databases, scan_files, sqlite_urls
+    from tests.security.scan import SEEN, scan_databases, scan_files, sqlite_urls
 
     factory = getattr(session.config, "_tmp_path_factory", None)
     basetemp = factory.getbasetemp() if factory is not None else None
@@ -288,13 +288,17 @@ def scan_for_card_data(session: pytest.Session) -> None:
     found = _run(lambda: scan_databases(urls))
     if basetemp is not None:
         found += scan_files(sorted(basetemp.rglob("*.log")))
+    found += SEEN
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if found:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         lines = "\n".join(found[:50])
         message = f"card data found in what the test suite left behind:\n{lines}"
     else:
-        message = f"card-data scan: nothing found in {len(urls)} database(s)"
+        message = (
+            f"card-data scan: nothing found in {len(urls)} database(s), the server logs and "
+            f"the responses and broker messages the tests saw"
+        )
     if reporter is not None:
         reporter.write_line(message, red=bool(found))
 
@@ -370,8 +374,20 @@ async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(container=container, run_workers=False)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tillpoint.test") as http:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://tillpoint.test",
+            event_hooks={"response": [scan_response]},
+        ) as http:
             yield http
+
+
+async def scan_response(response: httpx.Response) -> None:
+    """Every answer the API gives a test is scanned for card data at the end of the run."""
+    from tests.security.scan import note
+
+    body = (await response.aread()).decode("utf-8", "replace")
+    note(f"{response.request.method} {response.request.url.path}", f"{response.headers} {body}")
 
 
 def headers(key: str, idempotency_key: str | None = None) -> dict[str, str]:

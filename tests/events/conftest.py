@@ -21,6 +21,7 @@ from asgi_lifespan import LifespanManager
 
 from tests.conftest import need_service, postgres_url, settings_for
 from tests.events.contract import PUBLISHED, violations
+from tests.security.scan import note
 from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange, unrouted_name
 from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import migrate
@@ -167,6 +168,15 @@ async def broker() -> AsyncIterator[Broker]:
         await queue.cancel(tag)
         assert not tap.violations, "messages break their schema:\n" + "\n".join(tap.violations)
     finally:
+        # What the service published (the tests' own inbound messages, some carrying card data
+        # on purpose, pass the tap too) and what it dead-lettered is scanned for card data.
+        for received in tap.messages:
+            if received.routing_key.startswith("payment."):
+                body = json.dumps(received.body)
+                note(f"published {received.routing_key}", f"{body} {received.headers}")
+        for name in names.queues:
+            if name.endswith(".dlq"):
+                await scan_left_in(connection, name)
         cleanup = await connection.channel()
         for name in names.queues:
             with contextlib.suppress(Exception):
@@ -175,6 +185,20 @@ async def broker() -> AsyncIterator[Broker]:
             with contextlib.suppress(Exception):
                 await cleanup.exchange_delete(name)
         await connection.close()
+
+
+async def scan_left_in(connection: AbstractRobustConnection, name: str) -> None:
+    """What is still in a test queue (a dead-letter queue above all) is scanned for card data
+    before the queue is deleted. A channel of its own: a missing queue closes it."""
+    with contextlib.suppress(Exception):
+        channel = await connection.channel()
+        try:
+            queue = await channel.declare_queue(name, passive=True)
+            while (message := await queue.get(no_ack=True, fail=False)) is not None:
+                text = message.body.decode("utf-8", "replace")
+                note(f"queue {name}", f"{text} {dict(message.headers or {})}")
+        finally:
+            await channel.close()
 
 
 @pytest.fixture(scope="session")
