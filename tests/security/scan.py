@@ -121,19 +121,41 @@ def findings(values: Iterable[tuple[str, str, str]]) -> list[str]:
     ]
 
 
-async def scan_databases(urls: Iterable[str]) -> list[str]:
-    """Card data anywhere in these databases, as `findings` lines naming the database."""
+async def scan_databases(urls: Iterable[str]) -> tuple[list[str], set[str]]:
+    """Card data anywhere in these databases, as `findings` lines naming the database, and the
+    digits of every order id they hold.
+
+    Order ids are the caller's identifiers, which the service deliberately does not check
+    (a 12-digit numeric order id is Luhn-valid one time in ten; Schemathesis generates such
+    ids): a "card number" that is an order id is that identifier, found wherever it is echoed."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     found: list[str] = []
+    order_ids: set[str] = set()
     for url in urls:
         engine = create_async_engine(url)
         try:
             name = engine.url.database or url
-            found += [f"{name}: {line}" for line in findings(await database_values(engine))]
+            values = await database_values(engine)
+            found += [f"{name}: {line}" for line in findings(values)]
+            order_ids |= {
+                "".join(c for c in text if c.isdigit())
+                for table, column, text in values
+                if table == "orders" and column == "order_id"
+            }
         finally:
             await engine.dispose()
-    return found
+    return found, order_ids - {""}
+
+
+def not_order_ids(found: Iterable[str], order_ids: set[str]) -> list[str]:
+    """The findings whose card number is not the digits of a known order id."""
+    kept = []
+    for line in found:
+        number = line.rsplit("card number ", 1)[-1] if "card number " in line else None
+        if number is None or not any(number in ident for ident in order_ids):
+            kept.append(line)
+    return kept
 
 
 def sqlite_urls(folder: Path) -> list[str]:
