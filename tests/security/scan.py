@@ -121,13 +121,26 @@ def findings(values: Iterable[tuple[str, str, str]]) -> list[str]:
     ]
 
 
+# Where the caller's own identifiers are kept: the service does not check identifiers for card
+# numbers (docs/operations.md, "Card data"), and the suite's fuzzing (Schemathesis) generates
+# numeric ones, some of them Luhn-valid.
+CALLER_IDENTIFIERS = frozenset(
+    {
+        ("orders", "order_id"),
+        ("idempotency_keys", "key"),
+        ("payments", "snapshot_id"),
+        ("checkout_snapshots", "items"),  # variant ids
+    }
+)
+
+
 async def scan_databases(urls: Iterable[str]) -> tuple[list[str], set[str]]:
     """Card data anywhere in these databases, as `findings` lines naming the database, and the
-    digits of every order id they hold.
+    digits of every caller identifier they hold (`CALLER_IDENTIFIERS`).
 
-    Order ids are the caller's identifiers, which the service deliberately does not check
-    (a 12-digit numeric order id is Luhn-valid one time in ten; Schemathesis generates such
-    ids): a "card number" that is an order id is that identifier, found wherever it is echoed."""
+    A 12-digit numeric order id or Idempotency-Key is Luhn-valid one time in ten, and the
+    service deliberately does not check identifiers: a "card number" that is such an
+    identifier is that identifier, found wherever it is echoed."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     found: list[str] = []
@@ -141,7 +154,7 @@ async def scan_databases(urls: Iterable[str]) -> tuple[list[str], set[str]]:
             order_ids |= {
                 "".join(c for c in text if c.isdigit())
                 for table, column, text in values
-                if table == "orders" and column == "order_id"
+                if (table, column) in CALLER_IDENTIFIERS
             }
         finally:
             await engine.dispose()
