@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote
 
 import httpx
 import pytest
@@ -395,7 +396,9 @@ async def scan_response(response: httpx.Response) -> None:
     if response.request.url.path == "/metrics":  # measurements (long float digits), no user data
         return
     body = (await response.aread()).decode("utf-8", "replace")
-    note(f"{response.request.method} {response.request.url.path}", f"{response.headers} {body}")
+    request = response.request
+    source = f"{request.method} {request.url.path}"
+    note(source, f"{response.headers} {body}", sent=unquote(str(request.url)))
 
 
 def headers(key: str, idempotency_key: str | None = None) -> dict[str, str]:

@@ -200,5 +200,12 @@ def _header(path: Path) -> bytes:
 SEEN: list[str] = []
 
 
-def note(source: str, text: str) -> None:
-    SEEN.extend(f"{source}: {finding}" for finding in card_data(text))
+def note(source: str, text: str, sent: str = "") -> None:
+    """Record the card data in `text`, except numbers the caller itself `sent` in the request
+    line (a 404 names the id it could not find; an id in a path is the caller's identifier)."""
+    echoed = set(find_card_numbers(sent))
+    SEEN.extend(
+        f"{source}: {finding}"
+        for finding in card_data(text)
+        if finding.removeprefix("card number ") not in echoed
+    )
