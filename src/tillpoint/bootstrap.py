@@ -17,11 +17,9 @@ from tillpoint.adapters.clock import SystemClock
 from tillpoint.adapters.db import migrate as migrations
 from tillpoint.adapters.db.engine import make_engine
 from tillpoint.adapters.db.idempotency import SqlIdempotencyStore
-from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
 from tillpoint.adapters.db.migrate import SchemaState
 from tillpoint.adapters.db.outbox import SqlOutbox
 from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
-from tillpoint.adapters.db.webhooks import SqlWebhookEvents
 from tillpoint.adapters.keys import KeyStore, load_keys
 from tillpoint.adapters.providers import ProviderRegistry
 from tillpoint.adapters.providers.mock import MockGateway
@@ -38,14 +36,8 @@ from tillpoint.service.consumers import (
 )
 from tillpoint.service.context import Deps, ServiceConfig
 from tillpoint.service.idempotency import Idempotency
-from tillpoint.service.outbox import (
-    OutboxHealth,
-    OutboxRelay,
-    Publisher,
-    outbox_health,
-    report_outbox_health,
-)
-from tillpoint.service.ports import Clock, PaymentProvider
+from tillpoint.service.outbox import OutboxHealth, OutboxRelay, outbox_health, report_outbox_health
+from tillpoint.service.ports import Clock, PaymentProvider, Publisher
 from tillpoint.service.webhooks import WebhookInbox, receive_webhook
 
 log = structlog.get_logger("tillpoint.bootstrap")
@@ -204,7 +196,7 @@ def outbox_relay(container: Container) -> OutboxRelay | None:
     if container.publisher is None:
         return None
     return OutboxRelay(
-        uow=SqlEventsUnitOfWorkFactory(container.engine, dialect=container.settings.event_dialect),
+        uow=container.deps.uow,
         publisher=container.publisher,
         clock=container.deps.clock,
         metrics=container.telemetry,
@@ -222,12 +214,11 @@ def event_consumers(
     """The RabbitMQ consumers of `subscriptions`, each message handled by the order-event use
     case on the events unit of work (inbox, outbox), one order at a time in this process."""
     settings = container.settings
-    events = SqlEventsUnitOfWorkFactory(container.engine, dialect=settings.event_dialect)
     locks = KeyedLocks()
     deps = container.deps
 
     async def handle(event: OrderEvent) -> Handled:
-        return await handle_order_event(event, deps=deps, events=events, locks=locks)
+        return await handle_order_event(event, deps=deps, locks=locks)
 
     return RabbitConsumers(
         settings.broker_url,
@@ -260,11 +251,9 @@ def _webhooks(
     secret = mock_webhook_secret(settings)
     inbox = WebhookInbox(
         verifiers=webhook_verifiers(settings, secret),
-        events=SqlWebhookEvents.of,
         max_attempts=settings.webhook_max_attempts,
         retry_base=settings.webhook_retry_base,
         retry_max=settings.webhook_retry_max,
-        gauges=telemetry,
     )
 
     async def receive(body: bytes, headers: Mapping[str, str]) -> None:

@@ -25,9 +25,7 @@ import hashlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
-from typing import Protocol
 
 import structlog
 
@@ -42,16 +40,13 @@ from tillpoint.domain.errors import (
     SnapshotMismatch,
     ValidationFailed,
 )
-from tillpoint.domain.ids import new_id
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext
 from tillpoint.domain.payment import Payment, PaymentMethod, PaymentStatus
 from tillpoint.service.context import Deps
-from tillpoint.service.messages import renumbered
 from tillpoint.service.orders import CreateOrder, create_order
-from tillpoint.service.outbox import OutboxMessage, OutboxRepository
 from tillpoint.service.payments import CreatePayment, confirm_payment, create_payment
-from tillpoint.service.ports import UnitOfWork
+from tillpoint.service.ports import InboxEntry
 
 log = structlog.get_logger("tillpoint.consumers")
 
@@ -76,30 +71,6 @@ class RejectedMessage(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class InboxEntry:
-    consumer: str
-    message_id: str
-    order_id: str | None
-    payment_id: str | None
-    received_at: datetime
-
-
-class InboxRepository(Protocol):
-    async def get(self, consumer: str, message_id: str) -> InboxEntry | None: ...
-
-    async def add(self, entry: InboxEntry) -> bool: ...
-
-
-class EventsUnitOfWork(UnitOfWork, Protocol):
-    outbox: OutboxRepository
-    inbox: InboxRepository
-
-
-class EventsUnitOfWorkFactory(Protocol):
-    def __call__(self) -> EventsUnitOfWork: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,37 +149,36 @@ async def handle_order_event(
     event: OrderEvent,
     *,
     deps: Deps,
-    events: EventsUnitOfWorkFactory,
     locks: KeyedLocks | None = None,
 ) -> Handled:
     """Raises `RejectedMessage` for a message no retry can fix; anything else is transient."""
     if locks is None:
-        return await _handle(event, deps=deps, events=events)
+        return await _handle(event, deps=deps)
     async with locks.hold(event.order_id):
-        return await _handle(event, deps=deps, events=events)
+        return await _handle(event, deps=deps)
 
 
-async def _handle(event: OrderEvent, *, deps: Deps, events: EventsUnitOfWorkFactory) -> Handled:
+async def _handle(event: OrderEvent, *, deps: Deps) -> Handled:
     bound = log.bind(consumer=event.consumer, message_id=event.message_id, order_id=event.order_id)
-    async with events() as uow:
+    async with deps.uow() as uow:
         seen = await uow.inbox.get(event.consumer, event.message_id)
     if seen is not None:
         bound.info("consumer.duplicate_message", payment_id=seen.payment_id)
         if seen.payment_id is None:
             return Handled(Outcome.DUPLICATE, event.order_id)
-        return await _republish(seen.payment_id, event, deps=deps, events=events)
+        return await _republish(seen.payment_id, event, deps=deps)
     ctx = ChangeContext("consumer", actor=event.consumer, correlation_id=event.message_id)
     try:
         await _ensure_order(event, ctx, deps=deps)
         if not event.pay:
-            await _remember(event, None, deps=deps, events=events)
+            await _remember(event, None, deps=deps)
             return Handled(Outcome.RECORDED, event.order_id)
         payment, confirmed_now = await _pay(event, ctx, deps=deps)
     except PERMANENT as exc:
         raise RejectedMessage(f"{exc.code}: {exc.detail}") from exc
     if not confirmed_now:
-        return await _republish(payment.id, event, deps=deps, events=events)
-    await _remember(event, payment.id, deps=deps, events=events)
+        return await _republish(payment.id, event, deps=deps)
+    await _remember(event, payment.id, deps=deps)
     bound.info("consumer.paid", payment_id=payment.id, status=payment.status.value)
     return Handled(Outcome.PAID, event.order_id, payment.id, payment.status.value)
 
@@ -255,10 +225,8 @@ async def _newest_payment(order_id: str, *, deps: Deps) -> Payment | None:
     return payments[0] if payments else None
 
 
-async def _remember(
-    event: OrderEvent, payment_id: str | None, *, deps: Deps, events: EventsUnitOfWorkFactory
-) -> None:
-    async with events() as uow:
+async def _remember(event: OrderEvent, payment_id: str | None, *, deps: Deps) -> None:
+    async with deps.uow() as uow:
         await uow.inbox.add(_entry(event, payment_id, deps))
         await uow.commit()
 
@@ -269,10 +237,8 @@ def _entry(event: OrderEvent, payment_id: str | None, deps: Deps) -> InboxEntry:
     )
 
 
-async def _republish(
-    payment_id: str, event: OrderEvent, *, deps: Deps, events: EventsUnitOfWorkFactory
-) -> Handled:
-    async with events() as uow:
+async def _republish(payment_id: str, event: OrderEvent, *, deps: Deps) -> Handled:
+    async with deps.uow() as uow:
         payment = await uow.payments.get(payment_id, for_update=True)
         if payment is None:
             raise RejectedMessage(f"not_found: payment {payment_id} not found")
@@ -287,20 +253,9 @@ async def _republish(
                 status=payment.status.value,
             )
             return Handled(Outcome.PENDING, event.order_id, payment.id, payment.status.value)
-        # A new message about the same fact: it takes the payment's next sequence number.
-        payment.sequence += 1
-        event_id = new_id("evt")
-        await uow.outbox.add(
-            OutboxMessage(
-                event_id=event_id,
-                aggregate_id=payment.id,
-                routing_key=latest.routing_key,
-                message_type=latest.message_type,
-                sequence=payment.sequence,
-                body=renumbered(latest.body, event_id, payment.sequence),
-                created_at=deps.clock.now(),
-            )
-        )
+        # A new message about the same fact: the payment records it as its next message.
+        payment.republish(latest.routing_key, latest.message_type, latest.body, deps.clock.now())
+        event_id = payment.events[-1].id
         await uow.payments.save(payment)
         await uow.inbox.add(_entry(event, payment.id, deps))
         await uow.commit()

@@ -11,61 +11,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import structlog
 
-from tillpoint.service.ports import Clock, Telemetry
+from tillpoint.service.ports import (
+    ClaimOutcome,
+    Clock,
+    IdempotencyStore,
+    StoredResponse,
+    Telemetry,
+)
 
 log = structlog.get_logger("tillpoint.idempotency")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    status_code: int
-    body: bytes
-    headers: Mapping[str, str] = field(default_factory=dict)
-    replayed: bool = False
-    # False for a refusal of the request itself (a validation error found inside the use case):
-    # like a body validation 422 it is not stored, so a corrected retry with the key proceeds.
-    storable: bool = True
-
-
-class ClaimOutcome(StrEnum):
-    STARTED = "started"
-    RESUMED = "resumed"  # taken over from a request that died
-    REPLAY = "replay"
-    REUSED = "reused"  # same key, different request
-    IN_USE = "in_use"
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    outcome: ClaimOutcome
-    response: StoredResponse | None = None
-
-
-class IdempotencyStore(Protocol):
-    async def claim(
-        self,
-        scope: str,
-        key: str,
-        fingerprint: str,
-        *,
-        now: datetime,
-        expires_at: datetime,
-        lock_timeout: timedelta,
-    ) -> Claim: ...
-
-    async def complete(self, scope: str, key: str, response: StoredResponse) -> None: ...
-
-    async def release(self, scope: str, key: str) -> None: ...
-
-    async def reap(self, now: datetime, limit: int) -> int: ...
 
 
 def fingerprint(path: str, body: Any) -> str:

@@ -16,14 +16,15 @@ import structlog
 from tillpoint.domain.ids import new_id
 from tillpoint.domain.order import ChangeContext
 from tillpoint.domain.payment import (
+    NoAnswer,
     Operation,
-    OperationKind,
     OperationStatus,
+    Outcome,
     PaymentStatus,
+    Silence,
 )
 from tillpoint.service.context import Deps
-from tillpoint.service.payments import apply_result, follow_payment
-from tillpoint.service.ports import ProviderResult, ProviderStatus
+from tillpoint.service.outcomes import apply_outcome, follow_payment
 
 log = structlog.get_logger("tillpoint.janitor")
 
@@ -36,7 +37,7 @@ JANITOR = ChangeContext(source="janitor", actor="janitor")
 def _in_flight(op: Operation, now: datetime, deps: Deps) -> bool:
     """A PENDING operation touched within the provider timeout (plus a margin) may be with the
     provider right now: asking about it could find nothing and wrongly fail a charge that is
-    about to happen. `_execute` touches `updated_at` whenever it sends an operation."""
+    about to happen. Sending an operation (`Operation.send`) touches `updated_at`."""
     grace = timedelta(seconds=deps.config.provider_timeout) + IN_FLIGHT_MARGIN
     return op.status is OperationStatus.PENDING and op.updated_at > now - grace
 
@@ -55,12 +56,10 @@ async def _claim(deps: Deps, *, everything: bool, seen: set[str]) -> list[Operat
                 continue
             seen.add(op.id)
             if _in_flight(op, now, deps):
-                deferred = op.updated_at + grace
-                if op.next_check_at is None or op.next_check_at < deferred:
-                    op.next_check_at = deferred
-                    await uow.operations.save(op)
+                op.defer(op.updated_at + grace)
+                await uow.operations.save(op)
                 continue
-            op.next_check_at = now + LEASE
+            op.lease(now + LEASE)
             await uow.operations.save(op)
             claimed.append(op)
         await uow.commit()
@@ -151,52 +150,10 @@ async def _resolve(op: Operation, *, deps: Deps) -> bool:
         if current.updated_at != op.updated_at:
             return False  # sent again (a retry) or answered while we asked: that path records it
         now = deps.clock.now()
-        before = payment.status
-        current.check_count += 1
-        if truth is None:
-            current.fail(now, "not_found", "the provider has no record of this operation")
-            if current.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
-                payment.failed(
-                    "provider_timeout",
-                    "the provider never received the payment",
-                    now,
-                    JANITOR.source,
-                )
-            elif current.kind is OperationKind.REFUND and current.refund_id:
-                refund = await uow.refunds.get(current.refund_id)
-                if refund is not None:
-                    payment.refund_failed(
-                        refund,
-                        "provider_timeout",
-                        "the provider never received the refund",
-                        now,
-                        JANITOR.source,
-                    )
-                    await uow.refunds.save(refund)
-            await uow.operations.save(current)
-            await follow_payment(uow, payment, JANITOR, before, deps=deps)
-        elif truth.status in (ProviderStatus.PROCESSING, ProviderStatus.REQUIRES_ACTION) and (
-            current.kind in (OperationKind.SALE, OperationKind.AUTHORIZE)
-        ):
-            current.next_check_at = now + deps.config.next_check(current.check_count)
-            current.updated_at = now
-            await uow.operations.save(current)
-            if (
-                before is PaymentStatus.PROCESSING
-                and truth.status is ProviderStatus.REQUIRES_ACTION
-            ):
-                payment.require_action(
-                    truth.next_action or {}, truth.provider_payment_id, now, JANITOR.source
-                )
-        else:
-            await apply_result(uow, payment, current, truth, JANITOR, deps=deps)
-        payment.note(
-            "RECONCILED",
-            now,
-            transaction_id=current.id,
-            provider_status=truth.status.value if truth else "NOT_FOUND",
-            operation=current.kind.value,
-        )
+        current.checked()
+        answer = truth or NoAnswer(Silence.NOT_FOUND, "the provider has no record of it")
+        change = await apply_outcome(uow, payment, current, answer, JANITOR, deps=deps)
+        payment.reconciled(now, current, _status(truth))
         await uow.payments.save(payment)
         await uow.commit()
     deps.telemetry.count("janitor_resolved_total", status=truth.status.value if truth else "none")
@@ -205,12 +162,12 @@ async def _resolve(op: Operation, *, deps: Deps) -> bool:
         transaction_id=op.id,
         payment_id=op.payment_id,
         provider_status=_status(truth),
-        transition=f"{before}->{payment.status}",
+        transition=f"{change.before}->{change.after}",
     )
     return not current.open
 
 
-def _status(truth: ProviderResult | None) -> str:
+def _status(truth: Outcome | None) -> str:
     return truth.status.value if truth else "NOT_FOUND"
 
 
@@ -220,10 +177,8 @@ async def _reschedule(op: Operation, *, deps: Deps, reason: str) -> None:
         if current is None or not current.open:
             return
         now = deps.clock.now()
-        current.check_count += 1
-        current.next_check_at = now + deps.config.next_check(current.check_count)
-        current.error_message = reason
-        current.updated_at = now
+        current.checked()
+        current.reschedule(now, reason, now + deps.config.next_check(current.check_count))
         await uow.operations.save(current)
         await uow.commit()
 
@@ -245,8 +200,8 @@ async def cancel_stale_payments(*, deps: Deps) -> int:
                 for op in await uow.operations.open_for(payment_id)
             ):
                 continue  # a confirmation is with the provider: let it finish
-            payment.canceled("payment_expired", now, JANITOR.source)
-            await follow_payment(uow, payment, JANITOR, PaymentStatus.INITIATED, deps=deps)
+            change = payment.expire(now, JANITOR.source)
+            await follow_payment(uow, payment, change, JANITOR, deps=deps)
             await uow.payments.save(payment)
             await uow.commit()
             canceled += 1

@@ -30,78 +30,20 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 import structlog
 
-from tillpoint.service.ports import Clock, Transaction
+from tillpoint.service.ports import (
+    Clock,
+    OutboxMessage,
+    OutboxRepository,
+    Publisher,
+    PublishFailed,
+    Telemetry,
+    UnitOfWorkFactory,
+)
 
 log = structlog.get_logger("tillpoint.outbox")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMessage:
-    """One `outbox` row: `body` is the serialized API.md message."""
-
-    event_id: str
-    aggregate_id: str
-    routing_key: str
-    message_type: str
-    sequence: int
-    body: str
-    created_at: datetime
-    id: int | None = None
-    attempts: int = 0
-
-
-class RelayMetrics(Protocol):
-    def count(self, name: str, **labels: str) -> None: ...
-
-    def observe(self, name: str, seconds: float, **labels: str) -> None: ...
-
-    def gauge(self, name: str, value: float) -> None: ...
-
-
-class PublishFailed(Exception):
-    """The broker did not confirm a message (unreachable, nack, timeout)."""
-
-
-class Publisher(Protocol):
-    """The broker port. `publish` returns only once the broker has confirmed the message."""
-
-    async def publish(self, message: OutboxMessage) -> None: ...
-
-    async def healthy(self) -> bool: ...
-
-    async def close(self) -> None: ...
-
-
-class OutboxRepository(Protocol):
-    async def add(self, message: OutboxMessage) -> None: ...
-
-    async def claim(self, limit: int) -> list[OutboxMessage]:
-        """Lock up to `limit` unpublished rows, oldest first, skipping rows others hold."""
-        ...
-
-    async def unpublished_sequences(self, aggregate_ids: Sequence[str]) -> dict[str, list[int]]:
-        """Every unpublished `sequence` of these aggregates, ascending (no locks taken)."""
-        ...
-
-    async def mark_published(self, ids: Sequence[int], now: datetime) -> None: ...
-
-    async def mark_failed(self, ids: Sequence[int], error: str) -> None: ...
-
-    async def latest(self, aggregate_id: str, routing_keys: Sequence[str]) -> OutboxMessage | None:
-        """The newest row of an aggregate with one of these routing keys, published or not."""
-        ...
-
-    async def backlog(self, cap: int = ...) -> int:
-        """Unpublished rows, counted up to `cap` (a huge backlog costs no more than `cap`)."""
-        ...
-
-    async def oldest_unpublished_at(self) -> datetime | None:
-        """`created_at` of the oldest unpublished row (by insertion order), or None."""
-        ...
 
 
 BACKLOG_CAP = 100_000
@@ -129,17 +71,9 @@ async def outbox_health(
     return OutboxHealth(backlog, age, stalled)
 
 
-def report_outbox_health(health: OutboxHealth, metrics: RelayMetrics) -> None:
+def report_outbox_health(health: OutboxHealth, metrics: Telemetry) -> None:
     metrics.gauge("outbox_backlog", health.backlog)
     metrics.gauge("outbox_oldest_unpublished_age_seconds", health.oldest_age_seconds)
-
-
-class OutboxUnitOfWork(Transaction, Protocol):
-    outbox: OutboxRepository
-
-
-class OutboxUnitOfWorkFactory(Protocol):
-    def __call__(self) -> OutboxUnitOfWork: ...
 
 
 def publishable(
@@ -180,10 +114,10 @@ class OutboxRelay:
     def __init__(
         self,
         *,
-        uow: OutboxUnitOfWorkFactory,
+        uow: UnitOfWorkFactory,
         publisher: Publisher,
         clock: Clock,
-        metrics: RelayMetrics | None = None,
+        metrics: Telemetry | None = None,
         batch_size: int = 100,
     ) -> None:
         self.uow = uow

@@ -1,9 +1,11 @@
 """Payment use cases.
 
-Every provider call sits between two short transactions (ARCHITECTURE.md rule 4): the first
-records the operation as PENDING with a provider idempotency key and commits; then the provider
-is called with a timeout; the second records the result. A timeout leaves the operation UNKNOWN
-for the janitor, which asks the provider instead of guessing.
+Every provider call sits between two short transactions (ARCHITECTURE.md rule 4). Each command
+reads top to bottom as its phases: phase 1 commits the operation as PENDING with its provider
+idempotency key; then the provider is asked (`_ask`, with a timeout); phase 2 (`_record`)
+applies the answer through `Payment.apply`. A timeout leaves the operation UNKNOWN for the
+janitor, which asks the provider instead of guessing. A retry of the same request (same
+request key) resumes the operation its first attempt left behind (`_resumable`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import structlog
 
@@ -32,17 +33,21 @@ from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, OrderStatus
 from tillpoint.domain.payment import (
     NOT_YET_AUTHORIZED,
+    PAYMENT_OPERATIONS,
     CaptureMethod,
+    NoAnswer,
     Operation,
     OperationKind,
     OperationStatus,
+    Outcome,
     Payment,
     PaymentMethod,
     PaymentStatus,
     Refund,
+    Silence,
 )
-from tillpoint.service import faults
 from tillpoint.service.context import Deps
+from tillpoint.service.outcomes import apply_outcome, follow_payment
 from tillpoint.service.ports import (
     AuthorizeRequest,
     Ledger,
@@ -50,8 +55,6 @@ from tillpoint.service.ports import (
     PaymentFilter,
     PaymentProvider,
     ProviderError,
-    ProviderResult,
-    ProviderStatus,
     ProviderTimeout,
     ProviderUnavailable,
     StoredEvent,
@@ -59,20 +62,6 @@ from tillpoint.service.ports import (
 )
 
 log = structlog.get_logger("tillpoint.payments")
-
-
-@dataclass(frozen=True, slots=True)
-class Begun:
-    """What a phase-1 `begin` hands to `_execute`.
-
-    `new`: the operation is to be inserted (else it is one left open earlier, sent again with its
-    same provider key). `send`: False for an operation that a previous attempt of the same
-    request already finished — nothing is sent, its outcome is the answer.
-    """
-
-    op: Operation
-    new: bool = True
-    send: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,246 +197,61 @@ async def _create_payment(cmd: CreatePayment, *, deps: Deps, resume: bool) -> Pa
     return payment
 
 
-# -- applying what the provider says -------------------------------------------------------------
+# -- the phases every command shares ---------------------------------------------------------
 
 
-async def apply_result(
-    uow: UnitOfWork,
-    payment: Payment,
-    op: Operation,
-    result: ProviderResult,
-    ctx: ChangeContext,
-    *,
-    deps: Deps,
-) -> None:
-    """Move the payment (and its order) to where the provider says the operation ended.
-
-    Used for answers to our own calls, for webhooks and for reconciliation alike, so the same
-    forward-only rules hold whatever the source.
-    """
+async def _send(uow: UnitOfWork, payment: Payment, op: Operation, *, new: bool, deps: Deps) -> None:
+    """Phase 1's commit: the operation is with the provider from now on (the janitor leaves it
+    alone while the call may be running, and asks about it should this process die)."""
     now = deps.clock.now()
-    before = payment.status
-    money = payment.money
-    source = ctx.source
-    if result.provider_payment_id and not payment.provider_payment_id:
-        payment.provider_payment_id = result.provider_payment_id
-    refund: Refund | None = None
-    if op.kind is OperationKind.REFUND and op.refund_id is not None:
-        refund = await uow.refunds.get(op.refund_id)
-
-    match (op.kind, result.status):
-        case (OperationKind.REFUND, ProviderStatus.REFUNDED) if refund is not None:
-            refund.provider_refund_id = result.reference
-            payment.refund_succeeded(refund, now, source)
-            op.succeed(now, result.reference)
-        case (OperationKind.REFUND, ProviderStatus.FAILED) if refund is not None:
-            payment.refund_failed(refund, result.failure_code, result.failure_message, now, source)
-            op.fail(now, result.failure_code, result.failure_message)
-        case (OperationKind.REFUND, _):
-            _reschedule(op, now, f"refund is {result.status}", deps=deps)
-        case (OperationKind.VOID, ProviderStatus.CANCELED):
-            payment.canceled(op.reason, now, source)
-            op.succeed(now, result.reference)
-        case (OperationKind.VOID, ProviderStatus.FAILED):
-            op.fail(now, result.failure_code, result.failure_message)
-        case (OperationKind.CAPTURE, ProviderStatus.CAPTURED | ProviderStatus.REFUNDED):
-            payment.captured(
-                money(result.amount_minor), op.id, result.provider_payment_id, now, source
-            )
-            op.succeed(now, result.reference)
-        case (OperationKind.CAPTURE, ProviderStatus.FAILED):
-            op.fail(now, result.failure_code, result.failure_message)
-            payment.capture_failed(op, now, source)
-        case (_, ProviderStatus.CAPTURED | ProviderStatus.REFUNDED):
-            # A sale (or a capture overtaking its authorization): `captured` records the implied
-            # authorization as PROVIDER_CONFIRMED; `payment.authorized` is only published for
-            # manual-capture holds.
-            payment.captured(
-                money(result.amount_minor), op.id, result.provider_payment_id, now, source
-            )
-            op.succeed(now, result.reference)
-        case (_, ProviderStatus.AUTHORIZED):
-            payment.authorized(
-                money(result.amount_minor),
-                result.provider_payment_id,
-                now,
-                source,
-                result.risk_score,
-            )
-            op.succeed(now, result.reference)
-        case (_, ProviderStatus.FAILED):
-            payment.failed(
-                result.failure_code or "card_declined", result.failure_message, now, source
-            )
-            op.fail(now, result.failure_code, result.failure_message)
-        case (_, ProviderStatus.CANCELED):
-            payment.canceled("canceled at the provider", now, source)
-            op.fail(now, "canceled", "canceled at the provider")
-        case (_, ProviderStatus.REQUIRES_ACTION):
-            payment.require_action(
-                result.next_action or {}, result.provider_payment_id, now, source
-            )
-            _reschedule(op, now, "waiting for the customer", deps=deps)
-        case (_, ProviderStatus.PROCESSING):
-            payment.mark_processing(now, source)
-            _reschedule(op, now, "provider is processing", deps=deps)
-
-    await uow.operations.save(op)
-    if refund is not None:
-        await uow.refunds.save(refund)
-    await follow_payment(uow, payment, ctx, before, deps=deps)
+    op.send(now, check_by=now + deps.config.next_check(0))
+    await (uow.operations.add(op) if new else uow.operations.save(op))
     await uow.payments.save(payment)
-    payment.check_invariants()
+    await uow.commit()
 
 
-async def follow_payment(
-    uow: UnitOfWork, payment: Payment, ctx: ChangeContext, before: PaymentStatus, *, deps: Deps
-) -> None:
-    """After a payment changed (from `before`), log the transition and move its order to match.
-
-    Shared by every source of change: our own calls, webhooks and the janitor.
-    """
-    refunded = any(e.event_type == "REFUND_SUCCEEDED" for e in payment.events)
-    if payment.status is before and not refunded:
-        return
-    log.info(
-        "payment.transition",
-        payment_id=payment.id,
-        order_id=payment.order_id,
-        provider_payment_id=payment.provider_payment_id,
-        transition=f"{before}->{payment.status}",
-        source=ctx.source,
-    )
-    if payment.status is PaymentStatus.AUTHORIZED:
-        deps.telemetry.count("payment_authorized_total")
-    order = await uow.orders.get(payment.order_id, for_update=True)
-    if order is None:
-        return
-    if order.follow(
-        payment.status,
-        deps.config.failure_policy,
-        deps.clock.now(),
-        ctx,
-        reason=f"payment {payment.id} {payment.status}",
-    ):
-        await uow.orders.save(order)
-
-
-def _reschedule(op: Operation, now: datetime, reason: str, *, deps: Deps) -> None:
-    op.next_check_at = now + deps.config.next_check(op.check_count)
-    op.error_message = reason
-    op.updated_at = now
-
-
-async def _call(
-    deps: Deps,
-    provider: PaymentProvider,
-    operation: str,
-    call: Callable[[], Awaitable[ProviderResult]],
-) -> ProviderResult:
+async def _ask(
+    deps: Deps, provider: PaymentProvider, op: Operation, call: Callable[[], Awaitable[Outcome]]
+) -> Outcome | NoAnswer:
+    """The provider call, bounded by the provider timeout. A call that gives no answer says
+    why: a timeout (it may have acted), or the provider unreachable or refusing the call."""
     started = time.perf_counter()
     try:
         async with asyncio.timeout(deps.config.provider_timeout):
             return await call()
-    except TimeoutError as exc:
-        raise ProviderTimeout(f"{provider.name} {operation} timed out") from exc
+    except (TimeoutError, ProviderTimeout) as exc:
+        return NoAnswer(Silence.TIMEOUT, str(exc) or f"{provider.name} {op.kind} timed out")
+    except ProviderUnavailable as exc:
+        return NoAnswer(Silence.UNREACHABLE, str(exc))
+    except ProviderError as exc:
+        return NoAnswer(Silence.ERROR, str(exc))
     finally:
         deps.telemetry.observe(
             "payment_attempt_duration_seconds",
             time.perf_counter() - started,
             provider=provider.name,
-            operation=operation,
+            operation=op.kind.value.lower(),
         )
 
 
-async def _execute(
-    payment_id: str,
-    name: str,
-    begin: Callable[[UnitOfWork, Payment], Awaitable[Begun | None]],
-    call: Callable[[PaymentProvider, Payment, Operation], Awaitable[ProviderResult]],
-    ctx: ChangeContext,
-    *,
-    deps: Deps,
+async def _record(
+    payment_id: str, op: Operation, answer: Outcome | NoAnswer, ctx: ChangeContext, *, deps: Deps
 ) -> tuple[Payment, Operation | None]:
-    """Phase 1 (commit a PENDING operation) → provider call → phase 2 (commit the result).
-
-    `begin` returns the operation to send (see `Begun`); None means nothing to send.
-    """
-    async with deps.uow() as uow:
-        payment = await _get(uow, payment_id, for_update=True)
-        begun = await begin(uow, payment)
-        if begun is None:
-            return payment, None
-        op = begun.op
-        if not begun.send:
-            return payment, op
-        # Touching `updated_at` marks the operation as with the provider, so the janitor leaves
-        # it alone (also when a retry sends an operation left PENDING again). The check is a
-        # safety net: if this process dies before recording the answer, the janitor asks the
-        # provider about this operation later.
-        now = deps.clock.now()
-        op.updated_at = now
-        if op.next_check_at is None or op.next_check_at < now + deps.config.next_check(0):
-            op.next_check_at = now + deps.config.next_check(0)
-        await (uow.operations.add(op) if begun.new else uow.operations.save(op))
-        await uow.payments.save(payment)
-        await uow.commit()
-    faults.inject(deps.config.fault, "before_provider_call", name)
-
-    provider = deps.providers[payment.provider]
-    started: Operation = op
-    outcome: ProviderResult | Exception
-    try:
-        outcome = await _call(
-            deps, provider, op.kind.value.lower(), lambda: call(provider, payment, started)
-        )
-    except (ProviderTimeout, ProviderUnavailable, ProviderError) as exc:
-        outcome = exc
-    faults.inject(deps.config.fault, "after_provider_call", name)
-
+    """Phase 2: apply the answer, unless a webhook or the janitor settled the operation while
+    we were asking (then theirs is the answer)."""
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
         current = await uow.operations.get(op.id)
-        if current is None or not current.open:  # resolved meanwhile (webhook, janitor)
+        if current is None or not current.open:
             return payment, current
-        op = current
-        now = deps.clock.now()
-        error: ProviderFailure | None = None
-        if isinstance(outcome, ProviderResult):
-            await apply_result(uow, payment, op, outcome, ctx, deps=deps)
-        elif isinstance(outcome, ProviderTimeout):
-            op.unknown(now, str(outcome), now + deps.config.next_check(0))
-            if op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
-                payment.mark_processing(now, ctx.source, reason="provider_timeout")
-                await follow_payment(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
-            else:
-                error = ProviderFailure("provider_timeout", str(outcome))
-            await uow.operations.save(op)
-            await uow.payments.save(payment)
-        else:
-            code = (
-                "provider_unavailable"
-                if isinstance(outcome, ProviderUnavailable)
-                else "provider_error"
-            )
-            op.fail(now, code, str(outcome))
-            if op.kind is OperationKind.REFUND and op.refund_id is not None:
-                refund = await uow.refunds.get(op.refund_id)
-                if refund is not None:
-                    payment.refund_failed(refund, code, str(outcome), now, ctx.source)
-                    await uow.refunds.save(refund)
-            await uow.operations.save(op)
-            await uow.payments.save(payment)
-            error = ProviderFailure(code, str(outcome))
+        await apply_outcome(uow, payment, current, answer, ctx, deps=deps)
         await uow.commit()
-    if error is not None:
-        raise error
-    return payment, op
+    return payment, current
 
 
 async def _resumable(
     uow: UnitOfWork, payment: Payment, request_key: str | None, *, deps: Deps
-) -> Begun | None:
+) -> Operation | None:
     """The operation an earlier attempt of this same request left behind, if any.
 
     A retry (same Idempotency-Key) after a crash or a lost database connection must not start
@@ -462,20 +266,62 @@ async def _resumable(
         return None
     if op.open:
         op.resend_for(request_key, now)
-        return Begun(op, new=False)
-    return Begun(op, new=False, send=False)
+    return op
 
 
 # Error codes of an operation whose provider call itself failed (no answer about the money).
-UNREACHED = ("provider_error", "provider_unavailable")
+UNREACHED = (Silence.UNREACHABLE.value, Silence.ERROR.value)
 
 
-def _failed(op: Operation | None, what: str) -> ProviderFailure | None:
-    """A capture or void the provider refused is answered as the provider error it was."""
-    if op is None or op.status is not OperationStatus.FAILED:
+def _provider_error(op: Operation | None, *, refused_is_error: bool) -> ProviderFailure | None:
+    """The error a command answers with once its operation ended (the one error path of
+    capture, void and refund): a call that timed out, a provider that could not be reached or
+    refused the call, and — for a capture or a void, which have no declined state of their
+    own — a provider that said no. None: the payment as it stands is the answer."""
+    if op is None:
         return None
-    code = op.error_code if op.error_code == "provider_unavailable" else "provider_error"
-    return ProviderFailure(code, op.error_message or f"the {what} failed")
+    if op.status is OperationStatus.UNKNOWN and op.kind not in PAYMENT_OPERATIONS:
+        return ProviderFailure(Silence.TIMEOUT.value, op.error_message or "the provider timed out")
+    if op.status is not OperationStatus.FAILED:
+        return None
+    if op.error_code in UNREACHED:
+        return ProviderFailure(op.error_code or "provider_error", op.error_message or "failed")
+    if refused_is_error:
+        what = f"the {op.kind.value.lower()} failed"
+        return ProviderFailure("provider_error", op.error_message or what)
+    return None
+
+
+async def _open_confirmation(
+    uow: UnitOfWork, payment: Payment, *, pending_only: bool
+) -> Operation | None:
+    """A SALE or AUTHORIZE left open (by a process that died, or a confirm now completed)."""
+    for op in await uow.operations.open_for(payment.id):
+        if op.kind in PAYMENT_OPERATIONS and (
+            not pending_only or op.status is OperationStatus.PENDING
+        ):
+            return op
+    return None
+
+
+async def _no_operation_in_flight(uow: UnitOfWork, payment: Payment, verb: str) -> None:
+    """One capture or void at a time: a second request while one is with the provider is 409."""
+    for op in await uow.operations.open_for(payment.id):
+        if op.kind in (OperationKind.CAPTURE, OperationKind.VOID):
+            raise InvalidStateTransition(
+                f"payment {payment.id} cannot be {verb}: a {op.kind.value.lower()} is in progress",
+                payment_id=payment.id,
+            )
+
+
+def _authorize_request(payment: Payment, op: Operation) -> AuthorizeRequest:
+    return AuthorizeRequest(
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        amount=payment.amount,
+        capture=op.kind is OperationKind.SALE,
+        payment_method=payment.payment_method,
+    )
 
 
 # -- lifecycle commands --------------------------------------------------------------------------
@@ -495,34 +341,33 @@ async def confirm_payment(
     idempotency key, so the provider answers with what it already did instead of charging twice.
     A retry of a request whose operation finished answers with the payment as it stands.
     """
-
-    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
-        now = deps.clock.now()
-        resumed = await _resumable(uow, payment, request_key, deps=deps)
-        if resumed is not None:
-            return resumed
+    async with deps.uow() as uow:
+        payment = await _get(uow, payment_id, for_update=True)
+        op = await _resumable(uow, payment, request_key, deps=deps)
+        new = False
         # A payment that never had an operation has none to resume: skip the lookup.
-        if payment.status is PaymentStatus.INITIATED and payment.operation_count:
-            for open_op in await uow.operations.open_for(payment.id):
-                if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE) and (
-                    open_op.status is OperationStatus.PENDING
-                ):
-                    open_op.resend_for(request_key, now)
-                    return Begun(open_op, new=False)
-        return Begun(payment.begin_confirmation(now, method, request_key))
+        unsent = payment.status is PaymentStatus.INITIATED and payment.operation_count > 0
+        if op is None and unsent:
+            op = await _open_confirmation(uow, payment, pending_only=True)
+            if op is not None:
+                op.resend_for(request_key, deps.clock.now())
+        if op is None:
+            op, new = payment.begin_confirmation(deps.clock.now(), method, request_key), True
+        if op.open:
+            await _send(uow, payment, op, new=new, deps=deps)
 
-    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
-        req = AuthorizeRequest(
-            payment_id=payment.id,
-            order_id=payment.order_id,
-            amount=payment.amount,
-            capture=op.kind is OperationKind.SALE,
-            payment_method=payment.payment_method,
+    if op.open:
+        provider = deps.providers[payment.provider]
+        request = _authorize_request(payment, op)
+        key = op.idempotency_key
+        answer = await _ask(
+            deps, provider, op, lambda: provider.authorize(request, idempotency_key=key)
         )
-        return await provider.authorize(req, idempotency_key=op.idempotency_key)
+        payment, op = await _record(payment_id, op, answer, ctx, deps=deps)
 
-    payment, _ = await _execute(payment_id, "confirm", begin, call, ctx, deps=deps)
     deps.telemetry.count("payment_confirm_total", status=payment.status.value)
+    if (error := _provider_error(op, refused_is_error=False)) is not None:
+        raise error
     if payment.status is PaymentStatus.FAILED:
         raise PaymentDeclined(
             payment.failure_code or "card_declined",
@@ -542,38 +387,43 @@ async def mock_complete(
     request_key: str | None = None,
 ) -> Payment:
     """Decide a mock payment's outcome, as a customer finishing 3-D Secure would."""
-
-    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
-        if not isinstance(deps.providers[payment.provider], MockControl):
+    async with deps.uow() as uow:
+        payment = await _get(uow, payment_id, for_update=True)
+        mock = deps.providers[payment.provider]
+        if not isinstance(mock, MockControl):
             raise ProviderMismatch(f"payment {payment.id} is not a mock payment")
-        now = deps.clock.now()
-        resumed = await _resumable(uow, payment, request_key, deps=deps)
-        if resumed is not None:
-            return resumed
-        if payment.status not in NOT_YET_AUTHORIZED:
-            raise InvalidStateTransition(
-                f"payment {payment.id} is {payment.status}; mock completion is only possible "
-                "before authorization",
+        op = await _resumable(uow, payment, request_key, deps=deps)
+        new = False
+        if op is None:
+            if payment.status not in NOT_YET_AUTHORIZED:
+                raise InvalidStateTransition(
+                    f"payment {payment.id} is {payment.status}; mock completion is only "
+                    "possible before authorization",
+                    payment_id=payment.id,
+                )
+            if (op := await _open_confirmation(uow, payment, pending_only=False)) is not None:
+                op.resend_for(request_key, deps.clock.now())
+            else:
+                op, new = payment.begin_confirmation(deps.clock.now(), None, request_key), True
+        if op.open:
+            await _send(uow, payment, op, new=new, deps=deps)
+
+    if op.open:
+        sent = op
+        answer = await _ask(
+            deps,
+            mock,
+            op,
+            lambda: mock.complete(
+                idempotency_key=sent.idempotency_key,
                 payment_id=payment.id,
-            )
-        for open_op in await uow.operations.open_for(payment.id):
-            if open_op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE):
-                open_op.resend_for(request_key, now)
-                return Begun(open_op, new=False)
-        return Begun(payment.begin_confirmation(now, None, request_key))
-
-    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
-        assert isinstance(provider, MockControl)
-        return await provider.complete(
-            idempotency_key=op.idempotency_key,
-            payment_id=payment.id,
-            amount=payment.amount,
-            capture=op.kind is OperationKind.SALE,
-            success=success,
-            failure_code=failure_code,
+                amount=payment.amount,
+                capture=sent.kind is OperationKind.SALE,
+                success=success,
+                failure_code=failure_code,
+            ),
         )
-
-    payment, _ = await _execute(payment_id, "mock_complete", begin, call, ctx, deps=deps)
+        payment, _ = await _record(payment_id, op, answer, ctx, deps=deps)
     return payment
 
 
@@ -585,27 +435,27 @@ async def capture_payment(
     deps: Deps,
     request_key: str | None = None,
 ) -> Payment:
-    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
-        now = deps.clock.now()
-        resumed = await _resumable(uow, payment, request_key, deps=deps)
-        if resumed is not None:
-            return resumed
-        await _no_operation_in_flight(uow, payment, "captured")
-        return Begun(payment.begin_capture(amount, now, request_key))
+    async with deps.uow() as uow:
+        payment = await _get(uow, payment_id, for_update=True)
+        op = await _resumable(uow, payment, request_key, deps=deps)
+        new = op is None
+        if op is None:
+            await _no_operation_in_flight(uow, payment, "captured")
+            op = payment.begin_capture(amount, deps.clock.now(), request_key)
+        if op.open:
+            await _send(uow, payment, op, new=new, deps=deps)
 
-    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
-        assert payment.provider_payment_id is not None
-        return await provider.capture(
-            payment.provider_payment_id, op.amount, idempotency_key=op.idempotency_key
+    if op.open:
+        provider = deps.providers[payment.provider]
+        ref, amount_, key = payment.provider_payment_id or "", op.amount, op.idempotency_key
+        answer = await _ask(
+            deps, provider, op, lambda: provider.capture(ref, amount_, idempotency_key=key)
         )
+        payment, op = await _record(payment_id, op, answer, ctx, deps=deps)
 
-    try:
-        payment, op = await _execute(payment_id, "capture", begin, call, ctx, deps=deps)
-    except ProviderFailure:
-        deps.telemetry.count("payment_capture_total", status="error")
-        raise
-    deps.telemetry.count("payment_capture_total", status=payment.status.value)
-    if (error := _failed(op, "capture")) is not None:
+    error = _provider_error(op, refused_is_error=True)
+    deps.telemetry.count("payment_capture_total", status="error" if error else payment.status.value)
+    if error is not None:
         raise error
     return payment
 
@@ -618,28 +468,33 @@ async def void_payment(
     deps: Deps,
     request_key: str | None = None,
 ) -> Payment:
-    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
-        now = deps.clock.now()
-        resumed = await _resumable(uow, payment, request_key, deps=deps)
-        if resumed is not None:
-            return resumed
-        await _no_operation_in_flight(uow, payment, "voided")
-        if payment.status is PaymentStatus.INITIATED:
-            # Nothing reached the provider yet: cancel locally, no provider call.
-            op = payment.cancel_unsent(reason, now, ctx.source, request_key)
-            await uow.operations.add(op)
-            await follow_payment(uow, payment, ctx, PaymentStatus.INITIATED, deps=deps)
-            await uow.payments.save(payment)
-            await uow.commit()
-            return None
-        return Begun(payment.begin_void(now, request_key, reason))
+    async with deps.uow() as uow:
+        payment = await _get(uow, payment_id, for_update=True)
+        op = await _resumable(uow, payment, request_key, deps=deps)
+        new = op is None
+        if op is None:
+            await _no_operation_in_flight(uow, payment, "voided")
+            if payment.status is PaymentStatus.INITIATED:
+                # Nothing reached the provider yet: cancel here, no provider call.
+                op, change = payment.cancel_unsent(
+                    reason, deps.clock.now(), ctx.source, request_key
+                )
+                await uow.operations.add(op)
+                await follow_payment(uow, payment, change, ctx, deps=deps)
+                await uow.payments.save(payment)
+                await uow.commit()
+                return payment
+            op = payment.begin_void(deps.clock.now(), request_key, reason)
+        if op.open:
+            await _send(uow, payment, op, new=new, deps=deps)
 
-    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
-        ref = payment.provider_payment_id or op.idempotency_key
-        return await provider.void(ref, idempotency_key=op.idempotency_key)
+    if op.open:
+        provider = deps.providers[payment.provider]
+        ref, key = payment.provider_payment_id or op.idempotency_key, op.idempotency_key
+        answer = await _ask(deps, provider, op, lambda: provider.void(ref, idempotency_key=key))
+        payment, op = await _record(payment_id, op, answer, ctx, deps=deps)
 
-    payment, op = await _execute(payment_id, "void", begin, call, ctx, deps=deps)
-    if (error := _failed(op, "void")) is not None:
+    if (error := _provider_error(op, refused_is_error=True)) is not None:
         raise error
     return payment
 
@@ -654,39 +509,31 @@ async def refund_payment(
     request_key: str | None = None,
 ) -> Refund:
     """Refund captured money. The refund row and its operation are committed before the
-    provider is asked; a retry of the same request resumes that refund, never a second one."""
-
-    async def begin(uow: UnitOfWork, payment: Payment) -> Begun | None:
-        resumed = await _resumable(uow, payment, request_key, deps=deps)
-        if resumed is not None:
-            return resumed
-        refund, op = payment.begin_refund(amount, reason, deps.clock.now(), request_key)
-        await uow.refunds.add(refund)
-        return Begun(op)
-
-    async def call(provider: PaymentProvider, payment: Payment, op: Operation) -> ProviderResult:
-        assert payment.provider_payment_id is not None
-        return await provider.refund(
-            payment.provider_payment_id, op.amount, idempotency_key=op.idempotency_key
-        )
-
-    _, op = await _execute(payment_id, "refund", begin, call, ctx, deps=deps)
-    assert op is not None
-    assert op.refund_id is not None
-    if op.status is OperationStatus.FAILED and op.error_code in UNREACHED:
-        # A retry of a refund whose provider call failed answers as the first attempt did.
-        raise ProviderFailure(op.error_code, op.error_message or "the refund failed")
+    provider is asked; a retry of the same request resumes that refund, never a second one.
+    A refund the provider declines is answered as a FAILED refund."""
     async with deps.uow() as uow:
-        refund = await uow.refunds.get(op.refund_id)
-    assert refund is not None
-    return refund
+        payment = await _get(uow, payment_id, for_update=True)
+        op = await _resumable(uow, payment, request_key, deps=deps)
+        new = op is None
+        if op is None:
+            refund, op = payment.begin_refund(amount, reason, deps.clock.now(), request_key)
+            await uow.refunds.add(refund)
+        if op.open:
+            await _send(uow, payment, op, new=new, deps=deps)
 
+    if op.open:
+        provider = deps.providers[payment.provider]
+        ref, amount_, key = payment.provider_payment_id or "", op.amount, op.idempotency_key
+        answer = await _ask(
+            deps, provider, op, lambda: provider.refund(ref, amount_, idempotency_key=key)
+        )
+        _, settled = await _record(payment_id, op, answer, ctx, deps=deps)
+        op = settled or op
 
-async def _no_operation_in_flight(uow: UnitOfWork, payment: Payment, verb: str) -> None:
-    """One capture or void at a time: a second request while one is with the provider is 409."""
-    for op in await uow.operations.open_for(payment.id):
-        if op.kind in (OperationKind.CAPTURE, OperationKind.VOID):
-            raise InvalidStateTransition(
-                f"payment {payment.id} cannot be {verb}: a {op.kind.value.lower()} is in progress",
-                payment_id=payment.id,
-            )
+    if (error := _provider_error(op, refused_is_error=False)) is not None:
+        raise error
+    assert op.refund_id is not None
+    async with deps.uow() as uow:
+        found = await uow.refunds.get(op.refund_id)
+    assert found is not None
+    return found

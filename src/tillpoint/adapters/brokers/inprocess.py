@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from tillpoint.service.outbox import OutboxMessage
+from tillpoint.service.ports import OutboxMessage
 
 log = structlog.get_logger("tillpoint.broker")
 

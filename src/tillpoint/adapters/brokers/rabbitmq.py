@@ -27,7 +27,7 @@ from aio_pika.abc import (
 )
 from aio_pika.exceptions import ChannelPreconditionFailed
 
-from tillpoint.service.outbox import OutboxMessage, PublishFailed
+from tillpoint.service.ports import OutboxMessage, PublishFailed
 
 log = structlog.get_logger("tillpoint.broker")
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tillpoint.adapters.db.errors import unavailable_as_storage_error
 from tillpoint.adapters.db.tables import idempotency_keys as keys
-from tillpoint.service.idempotency import Claim, ClaimOutcome, StoredResponse
+from tillpoint.service.ports import Claim, ClaimOutcome, StoredResponse
 
 IN_PROGRESS = "IN_PROGRESS"
 COMPLETED = "COMPLETED"

@@ -1,21 +1,13 @@
-"""The `inbox` table (consumed message ids) and the unit of work the event use cases need:
-payments, orders, outbox and inbox on one connection, so a consumer's bookkeeping commits with
-the change it describes."""
+"""The `inbox` table: the ids of consumed messages, so a redelivery changes nothing."""
 
 from __future__ import annotations
 
-from typing import Self
-
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tillpoint.adapters.db import tables as t
-from tillpoint.adapters.db.outbox import SqlOutbox
-from tillpoint.adapters.db.uow import SqlUnitOfWork
-from tillpoint.service.consumers import InboxEntry, InboxRepository
-from tillpoint.service.messages import EventDialect
-from tillpoint.service.outbox import OutboxRepository
+from tillpoint.service.ports import InboxEntry
 
 i = t.inbox
 
@@ -52,25 +44,3 @@ class SqlInbox:
         )
         result = await self.conn.execute(stmt)
         return bool(result.rowcount)
-
-
-class SqlEventsUnitOfWork(SqlUnitOfWork):
-    outbox: OutboxRepository
-    inbox: InboxRepository
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        self.outbox = SqlOutbox(self.connection)
-        self.inbox = SqlInbox(self.connection)
-        return self
-
-
-class SqlEventsUnitOfWorkFactory:
-    def __init__(
-        self, engine: AsyncEngine, *, dialect: EventDialect = EventDialect.DEFAULT
-    ) -> None:
-        self.engine = engine
-        self.dialect = dialect
-
-    def __call__(self) -> SqlEventsUnitOfWork:
-        return SqlEventsUnitOfWork(self.engine, dialect=self.dialect)

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tillpoint.adapters.db import tables as t
-from tillpoint.service.outbox import BACKLOG_CAP, OutboxMessage
+from tillpoint.service.outbox import BACKLOG_CAP
+from tillpoint.service.ports import OutboxMessage
 
 o = t.outbox
 
@@ -30,21 +31,32 @@ def _message(row: sa.Row[Any]) -> OutboxMessage:
     )
 
 
+_INSERT = o.insert()
+
+
 class SqlOutbox:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
 
-    async def add(self, message: OutboxMessage) -> None:
+    async def write(self, messages: Sequence[OutboxMessage]) -> None:
+        """The one writer of outbox rows (called by the payment repository as it saves the
+        payment's published events): one multi-row INSERT."""
+        if not messages:
+            return
         await self.conn.execute(
-            o.insert().values(
-                event_id=message.event_id,
-                aggregate_id=message.aggregate_id,
-                routing_key=message.routing_key,
-                message_type=message.message_type,
-                sequence=message.sequence,
-                body=message.body,
-                created_at=message.created_at,
-            )
+            _INSERT,
+            [
+                {
+                    "event_id": m.event_id,
+                    "aggregate_id": m.aggregate_id,
+                    "routing_key": m.routing_key,
+                    "message_type": m.message_type,
+                    "sequence": m.sequence,
+                    "body": m.body,
+                    "created_at": m.created_at,
+                }
+                for m in messages
+            ],
         )
 
     async def claim(self, limit: int) -> list[OutboxMessage]:

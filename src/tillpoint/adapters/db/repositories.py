@@ -3,8 +3,6 @@ save is one UPDATE plus one multi-row INSERT per table it touches."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tillpoint.adapters.db import tables as t
+from tillpoint.adapters.db.outbox import SqlOutbox
 from tillpoint.domain.errors import ActivePaymentExists, ConcurrentUpdate
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import HistoryEntry, Order, OrderStatus
@@ -25,12 +24,12 @@ from tillpoint.domain.payment import (
     Payment,
     PaymentMethod,
     PaymentStatus,
-    RecordedEvent,
     Refund,
     RefundStatus,
 )
+from tillpoint.domain.payment.events import PaymentEvent, Published
 from tillpoint.domain.snapshot import CheckoutSnapshot, LineItem, Totals
-from tillpoint.service.messages import EventDialect, published_body
+from tillpoint.service.messages import EventDialect, outbox_message
 from tillpoint.service.ports import PaymentFilter, StoredEvent
 
 Row = sa.Row[Any]
@@ -63,7 +62,6 @@ _UPDATE_PAYMENT = t.payments.update().where(
 )
 _GET_PAYMENT = sa.select(t.payments).where(_P.payment_id == sa.bindparam("b_id"))
 _INSERT_EVENTS = t.payment_events.insert()
-_INSERT_OUTBOX = t.outbox.insert()
 _INSERT_OPERATION = t.payment_transactions.insert()
 _UPDATE_OPERATION = t.payment_transactions.update().where(
     _TX.transaction_id == sa.bindparam("b_id")
@@ -93,10 +91,6 @@ def _lock(stmt: sa.Select[Any], conn: AsyncConnection, for_update: bool) -> sa.S
     if for_update and conn.dialect.name != "sqlite":
         return stmt.with_for_update()
     return stmt
-
-
-def dump_json(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 # -- orders --------------------------------------------------------------------------------------
@@ -275,6 +269,7 @@ class SqlPayments:
     ) -> None:
         self.conn = conn
         self.dialect = dialect
+        self.outbox = SqlOutbox(conn)
 
     async def add(self, payment: Payment) -> None:
         insert = _INSERT_PAYMENT_SQLITE if self.conn.dialect.name == "sqlite" else _INSERT_PAYMENT
@@ -320,47 +315,32 @@ class SqlPayments:
         payment.version += 1
         await self._events(payment.take_events(), payment)
 
-    async def _events(self, events: list[RecordedEvent], payment: Payment) -> None:
+    async def _events(self, events: list[PaymentEvent], payment: Payment) -> None:
         if not events:
             return
         payment_id = payment.id
-        await self.conn.execute(
-            _INSERT_EVENTS,
-            [
-                {
-                    "event_id": e.id,
-                    "payment_id": payment_id,
-                    "event_type": e.event_type,
-                    "payload": dict(e.payload),
-                    "created_at": e.created_at,
-                }
-                for e in events
-            ],
-        )
-        published = [e for e in events if e.routing_key is not None and e.message is not None]
-        if published:
+        stored = [e for e in events if e.stored]
+        if stored:
             await self.conn.execute(
-                _INSERT_OUTBOX,
+                _INSERT_EVENTS,
                 [
                     {
                         "event_id": e.id,
-                        "aggregate_id": payment_id,
-                        "routing_key": e.routing_key,
-                        "message_type": f"{e.routing_key}.v1",
-                        "sequence": (e.message or {})["sequence"],
-                        "body": dump_json(
-                            published_body(
-                                e.routing_key or "",
-                                e.message or {},
-                                dialect=self.dialect,
-                                payment_number=payment.number,
-                            )
-                        ),
-                        "created_at": e.created_at,
+                        "payment_id": payment_id,
+                        "event_type": e.type,
+                        "payload": e.payload(),
+                        "created_at": e.occurred_at,
                     }
-                    for e in published
+                    for e in stored
                 ],
             )
+        await self.outbox.write(
+            [
+                outbox_message(e, dialect=self.dialect, payment_number=payment.number)
+                for e in events
+                if isinstance(e, Published)
+            ]
+        )
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         stmt = _lock(_GET_PAYMENT, self.conn, for_update)

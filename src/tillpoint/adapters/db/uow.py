@@ -1,4 +1,5 @@
-"""The unit of work: one connection, one transaction, rolled back unless committed."""
+"""The unit of work: one connection, one transaction, every repository on it, rolled back
+unless committed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Self
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tillpoint.adapters.db.errors import translate
+from tillpoint.adapters.db.inbox import SqlInbox
+from tillpoint.adapters.db.outbox import SqlOutbox
 from tillpoint.adapters.db.repositories import (
     SqlOperations,
     SqlOrders,
@@ -16,15 +19,19 @@ from tillpoint.adapters.db.repositories import (
     SqlRefunds,
     SqlSnapshots,
 )
+from tillpoint.adapters.db.webhooks import SqlWebhookEvents
 from tillpoint.service.messages import EventDialect
 from tillpoint.service.ports import (
+    InboxRepository,
     OperationRepository,
     OrderRepository,
+    OutboxRepository,
     PaymentRepository,
     ReconciliationRepository,
     RefundRepository,
     SnapshotRepository,
     StorageUnavailable,
+    WebhookRepository,
 )
 
 
@@ -35,6 +42,9 @@ class SqlUnitOfWork:
     refunds: RefundRepository
     snapshots: SnapshotRepository
     reconciliations: ReconciliationRepository
+    outbox: OutboxRepository
+    inbox: InboxRepository
+    webhooks: WebhookRepository
 
     def __init__(
         self, engine: AsyncEngine, *, dialect: EventDialect = EventDialect.DEFAULT
@@ -61,6 +71,9 @@ class SqlUnitOfWork:
         self.refunds = SqlRefunds(self._conn)
         self.snapshots = SqlSnapshots(self._conn)
         self.reconciliations = SqlReconciliations(self._conn)
+        self.outbox = SqlOutbox(self._conn)
+        self.inbox = SqlInbox(self._conn)
+        self.webhooks = SqlWebhookEvents(self._conn)
         return self
 
     async def __aexit__(

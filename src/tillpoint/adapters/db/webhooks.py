@@ -16,9 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tillpoint.adapters.db import tables as t
-from tillpoint.adapters.db.uow import SqlUnitOfWork
-from tillpoint.service.ports import UnitOfWork
-from tillpoint.service.webhooks import CLAIMABLE, StoredWebhook, WebhookStatus
+from tillpoint.service.ports import CLAIMABLE, StoredWebhook, WebhookStatus
 
 w = t.webhook_events
 
@@ -55,12 +53,6 @@ def _state(event: StoredWebhook) -> dict[str, Any]:
 class SqlWebhookEvents:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
-
-    @classmethod
-    def of(cls, uow: UnitOfWork) -> SqlWebhookEvents:
-        """The repository on the unit of work's own transaction."""
-        assert isinstance(uow, SqlUnitOfWork), "the webhook inbox needs the SQL unit of work"
-        return cls(uow.connection)
 
     @property
     def _postgres(self) -> bool:

@@ -24,7 +24,8 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.db.errors import is_unavailable
 from tillpoint.domain.money import Money
-from tillpoint.service.ports import AuthorizeRequest, ProviderResult, ProviderStatus
+from tillpoint.domain.payment import Outcome, ProviderStatus
+from tillpoint.service.ports import AuthorizeRequest
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +72,9 @@ def _ref(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(12)}"
 
 
-def _result(row: Any) -> ProviderResult:
+def _result(row: Any) -> Outcome:
     data = dict(row.result)
-    return ProviderResult(
+    return Outcome(
         status=ProviderStatus(data["status"]),
         provider_payment_id=data.get("provider_payment_id"),
         amount_minor=data["amount_minor"],
@@ -102,7 +103,7 @@ _ledger_retry = retry(
 
 # Called after the mock decides an outcome that a real provider would announce by webhook
 # (async cards, completed 3-D Secure). The webhook simulator plugs in here.
-OutcomeListener = Callable[[str, ProviderResult], None]
+OutcomeListener = Callable[[str, Outcome], None]
 
 
 class MockGateway:
@@ -139,15 +140,15 @@ class MockGateway:
         return self._engine.begin()
 
     @_ledger_retry
-    async def _recorded(self, idempotency_key: str) -> ProviderResult | None:
+    async def _recorded(self, idempotency_key: str) -> Outcome | None:
         async with self._connect() as conn:
             row = (await conn.execute(_RECORDED, {"b_key": idempotency_key})).first()
         return _result(row) if row else None
 
     @_ledger_retry
     async def _record(
-        self, idempotency_key: str, operation: str, payment_id: str, result: ProviderResult
-    ) -> tuple[ProviderResult, bool]:
+        self, idempotency_key: str, operation: str, payment_id: str, result: Outcome
+    ) -> tuple[Outcome, bool]:
         """Store the result under its key, unless a call with the same key stored one first:
         then that one is the answer (Stripe's idempotency). Returns whether it was new."""
         now = self._now()
@@ -173,7 +174,7 @@ class MockGateway:
         return recorded, False
 
     @_ledger_retry
-    async def _overwrite(self, idempotency_key: str, result: ProviderResult) -> None:
+    async def _overwrite(self, idempotency_key: str, result: Outcome) -> None:
         ledger = t.mock_gateway_ledger
         async with self._engine.begin() as conn:
             await conn.execute(
@@ -183,7 +184,7 @@ class MockGateway:
             )
 
     @_ledger_retry
-    async def _by_payment(self, provider_payment_id: str, operation: str) -> ProviderResult | None:
+    async def _by_payment(self, provider_payment_id: str, operation: str) -> Outcome | None:
         ledger = t.mock_gateway_ledger
         async with self._engine.begin() as conn:
             row = (
@@ -207,7 +208,7 @@ class MockGateway:
 
     # -- PaymentProvider ----------------------------------------------------------------------
 
-    async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> ProviderResult:
+    async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> Outcome:
         card = behaviour_of(req.payment_method.token, req.payment_method.last4)
         base: dict[str, Any] = {
             "provider_payment_id": _ref("mock_pi"),
@@ -218,7 +219,7 @@ class MockGateway:
         success = ProviderStatus.CAPTURED if req.capture else ProviderStatus.AUTHORIZED
         match card.outcome:
             case "decline":
-                result = ProviderResult(
+                result = Outcome(
                     status=ProviderStatus.FAILED,
                     failure_code=card.failure_code,
                     failure_message=card.message,
@@ -226,7 +227,7 @@ class MockGateway:
                     **base,
                 )
             case "three_d_secure":
-                result = ProviderResult(
+                result = Outcome(
                     status=ProviderStatus.REQUIRES_ACTION,
                     next_action={
                         "type": "three_d_secure",
@@ -235,9 +236,9 @@ class MockGateway:
                     **base,
                 )
             case "async":
-                result = ProviderResult(status=ProviderStatus.PROCESSING, **base)
+                result = Outcome(status=ProviderStatus.PROCESSING, **base)
             case _:
-                result = ProviderResult(status=success, risk_score=10, **base)
+                result = Outcome(status=success, risk_score=10, **base)
         result, fresh = await self._record(idempotency_key, "authorize", req.payment_id, result)
         await self._latency()
         if not fresh:  # a retry: the first call's outcome stands, with no second effect
@@ -245,7 +246,7 @@ class MockGateway:
         if card.outcome == "async":
             # The async card settles by itself: the provider's truth is decided now and
             # announced later (webhook, or found by reconciliation).
-            settled = ProviderResult(
+            settled = Outcome(
                 status=success,
                 provider_payment_id=result.provider_payment_id,
                 amount_minor=result.amount_minor,
@@ -261,14 +262,14 @@ class MockGateway:
 
     async def capture(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
-    ) -> ProviderResult:
+    ) -> Outcome:
         auth = await self._by_payment(provider_payment_id, "authorize")
         if (
             auth is None
             or auth.status is not ProviderStatus.AUTHORIZED
             or (amount.minor > auth.amount_minor)
         ):
-            result = ProviderResult(
+            result = Outcome(
                 status=ProviderStatus.FAILED,
                 provider_payment_id=provider_payment_id,
                 amount_minor=amount.minor,
@@ -277,7 +278,7 @@ class MockGateway:
                 failure_message="nothing capturable",
             )
         else:
-            result = ProviderResult(
+            result = Outcome(
                 status=ProviderStatus.CAPTURED,
                 provider_payment_id=provider_payment_id,
                 amount_minor=amount.minor,
@@ -290,9 +291,9 @@ class MockGateway:
         await self._latency()
         return recorded
 
-    async def void(self, provider_payment_id: str, *, idempotency_key: str) -> ProviderResult:
+    async def void(self, provider_payment_id: str, *, idempotency_key: str) -> Outcome:
         auth = await self._by_payment(provider_payment_id, "authorize")
-        result = ProviderResult(
+        result = Outcome(
             status=ProviderStatus.CANCELED,
             provider_payment_id=provider_payment_id,
             amount_minor=auth.amount_minor if auth else 0,
@@ -307,8 +308,8 @@ class MockGateway:
 
     async def refund(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
-    ) -> ProviderResult:
-        result = ProviderResult(
+    ) -> Outcome:
+        result = Outcome(
             status=ProviderStatus.REFUNDED,
             provider_payment_id=provider_payment_id,
             amount_minor=amount.minor,
@@ -321,7 +322,7 @@ class MockGateway:
         await self._latency()
         return recorded
 
-    async def get_transaction(self, idempotency_key: str) -> ProviderResult | None:
+    async def get_transaction(self, idempotency_key: str) -> Outcome | None:
         return await self._recorded(idempotency_key)
 
     # -- MockControl ---------------------------------------------------------------------------
@@ -335,11 +336,11 @@ class MockGateway:
         capture: bool,
         success: bool,
         failure_code: str | None,
-    ) -> ProviderResult:
+    ) -> Outcome:
         previous = await self._recorded(idempotency_key)
         pi = previous.provider_payment_id if previous else _ref("mock_pi")
         if success:
-            result = ProviderResult(
+            result = Outcome(
                 status=ProviderStatus.CAPTURED if capture else ProviderStatus.AUTHORIZED,
                 provider_payment_id=pi,
                 amount_minor=amount.minor,
@@ -349,7 +350,7 @@ class MockGateway:
             )
         else:
             code = failure_code or "card_declined"
-            result = ProviderResult(
+            result = Outcome(
                 status=ProviderStatus.FAILED,
                 provider_payment_id=pi,
                 amount_minor=amount.minor,
@@ -369,7 +370,7 @@ class MockGateway:
         await self._latency()
         return result
 
-    def _announce(self, idempotency_key: str, result: ProviderResult) -> None:
+    def _announce(self, idempotency_key: str, result: Outcome) -> None:
         for listener in self.listeners:
             listener(idempotency_key, result)
 
@@ -378,7 +379,7 @@ def _payment_of(idempotency_key: str) -> str:
     return idempotency_key.split(":", 1)[0]
 
 
-def _dump(result: ProviderResult) -> dict[str, Any]:
+def _dump(result: Outcome) -> dict[str, Any]:
     return {
         "status": result.status.value,
         "provider_payment_id": result.provider_payment_id,

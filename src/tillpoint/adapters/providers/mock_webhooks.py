@@ -24,7 +24,7 @@ from standardwebhooks import Webhook
 
 from tillpoint.domain.ids import new_id
 from tillpoint.domain.money import Money
-from tillpoint.service.ports import ProviderResult, ProviderStatus
+from tillpoint.domain.payment import Outcome, ProviderStatus
 
 log = structlog.get_logger("tillpoint.mock.webhooks")
 
@@ -69,7 +69,7 @@ class MockWebhookSimulator:
 
     # -- building events --------------------------------------------------------------------
 
-    def events_for(self, result: ProviderResult) -> list[dict[str, Any]]:
+    def events_for(self, result: Outcome) -> list[dict[str, Any]]:
         """The events a provider would send for this outcome, in the order it would send them."""
         event_type = EVENT_TYPES.get(result.status)
         if event_type is None or not result.provider_payment_id:
@@ -107,7 +107,7 @@ class MockWebhookSimulator:
 
     # -- delivering ---------------------------------------------------------------------------
 
-    def listener(self, idempotency_key: str, result: ProviderResult) -> None:
+    def listener(self, idempotency_key: str, result: Outcome) -> None:
         """A `MockGateway` outcome listener: schedules the delivery, never blocks the caller."""
         events = self.events_for(result)
         if not events:

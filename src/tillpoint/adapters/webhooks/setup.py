@@ -15,7 +15,7 @@ from pathlib import Path
 from tillpoint.adapters.webhooks.standard import StandardWebhooksVerifier
 from tillpoint.adapters.webhooks.stripe import StripeVerifier
 from tillpoint.config import ConfigurationRefused, Settings
-from tillpoint.service.webhooks import WebhookVerifier
+from tillpoint.service.ports import WebhookVerifier
 
 
 class WebhookSecretRefused(ConfigurationRefused):

@@ -15,23 +15,23 @@ from standardwebhooks import Webhook
 from tillpoint.adapters.webhooks import redact
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
-from tillpoint.service.webhooks import (
+from tillpoint.domain.payment import ProviderStatus
+from tillpoint.service.ports import (
     InvalidSignature,
     MalformedEvent,
     ParsedEvent,
     Signal,
-    SignalKind,
     event_identity,
 )
 
-EVENT_KINDS: Final[Mapping[str, SignalKind]] = {
-    "payment.processing": SignalKind.PROCESSING,
-    "payment.requires_action": SignalKind.REQUIRES_ACTION,
-    "payment.authorized": SignalKind.AUTHORIZED,
-    "payment.captured": SignalKind.CAPTURED,
-    "payment.failed": SignalKind.FAILED,
-    "payment.canceled": SignalKind.CANCELED,
-    "refund.succeeded": SignalKind.REFUNDED,
+EVENT_KINDS: Final[Mapping[str, ProviderStatus]] = {
+    "payment.processing": ProviderStatus.PROCESSING,
+    "payment.requires_action": ProviderStatus.REQUIRES_ACTION,
+    "payment.authorized": ProviderStatus.AUTHORIZED,
+    "payment.captured": ProviderStatus.CAPTURED,
+    "payment.failed": ProviderStatus.FAILED,
+    "payment.canceled": ProviderStatus.CANCELED,
+    "refund.succeeded": ProviderStatus.REFUNDED,
 }
 
 

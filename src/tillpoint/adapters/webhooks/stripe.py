@@ -18,29 +18,29 @@ import stripe
 from tillpoint.adapters.webhooks import redact
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money, exponent_of
-from tillpoint.service.webhooks import (
+from tillpoint.domain.payment import ProviderStatus
+from tillpoint.service.ports import (
     InvalidSignature,
     MalformedEvent,
     ParsedEvent,
     Signal,
-    SignalKind,
     event_identity,
 )
 
 TOLERANCE: Final = 300
 
-INTENT_KINDS: Final[Mapping[str, SignalKind]] = {
-    "payment_intent.succeeded": SignalKind.CAPTURED,
-    "payment_intent.payment_failed": SignalKind.FAILED,
-    "payment_intent.amount_capturable_updated": SignalKind.AUTHORIZED,
-    "payment_intent.canceled": SignalKind.CANCELED,
-    "payment_intent.processing": SignalKind.PROCESSING,
-    "payment_intent.requires_action": SignalKind.REQUIRES_ACTION,
+INTENT_KINDS: Final[Mapping[str, ProviderStatus]] = {
+    "payment_intent.succeeded": ProviderStatus.CAPTURED,
+    "payment_intent.payment_failed": ProviderStatus.FAILED,
+    "payment_intent.amount_capturable_updated": ProviderStatus.AUTHORIZED,
+    "payment_intent.canceled": ProviderStatus.CANCELED,
+    "payment_intent.processing": ProviderStatus.PROCESSING,
+    "payment_intent.requires_action": ProviderStatus.REQUIRES_ACTION,
 }
 # Which amount of a PaymentIntent the signal is about.
-INTENT_AMOUNT: Final[Mapping[SignalKind, str]] = {
-    SignalKind.CAPTURED: "amount_received",
-    SignalKind.AUTHORIZED: "amount_capturable",
+INTENT_AMOUNT: Final[Mapping[ProviderStatus, str]] = {
+    ProviderStatus.CAPTURED: "amount_received",
+    ProviderStatus.AUTHORIZED: "amount_capturable",
 }
 
 
@@ -116,20 +116,20 @@ def _signal(event_type: str, obj: Mapping[str, Any]) -> Signal | None:
             amount=_money(obj.get(amount_field) or obj.get("amount"), obj.get("currency")),
             failure_code=(error.get("decline_code") or error.get("code")) if error else None,
             failure_message=error.get("message") if error else None,
-            next_action=obj.get("next_action") if kind is SignalKind.REQUIRES_ACTION else None,
+            next_action=obj.get("next_action") if kind is ProviderStatus.REQUIRES_ACTION else None,
         )
     if event_type == "charge.refunded":
         refunds = (obj.get("refunds") or {}).get("data") or []
         latest = refunds[0] if refunds else {}
         return Signal(
-            kind=SignalKind.REFUNDED,
+            kind=ProviderStatus.REFUNDED,
             provider_payment_id=str(obj["payment_intent"]),
             amount=_money(latest.get("amount"), obj.get("currency")) if latest else None,
             provider_refund_id=latest.get("id") if latest else None,
         )
     if event_type == "charge.dispute.created":
         return Signal(
-            kind=SignalKind.DISPUTED,
+            kind=ProviderStatus.DISPUTED,
             provider_payment_id=str(obj["payment_intent"]),
             amount=_money(obj.get("amount"), obj.get("currency")),
             failure_code=obj.get("reason"),

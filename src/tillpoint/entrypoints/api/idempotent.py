@@ -22,8 +22,9 @@ from tillpoint.entrypoints.api.dependencies import ApiError
 from tillpoint.entrypoints.api.errors import domain_problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
 from tillpoint.service import faults
-from tillpoint.service.idempotency import StoredResponse, fingerprint
+from tillpoint.service.idempotency import fingerprint
 from tillpoint.service.identity import Principal
+from tillpoint.service.ports import StoredResponse
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,15 +24,9 @@ from tillpoint.domain.cards import CARD_BRANDS, card_brand, carries_raw_card_dat
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import MAX_AMOUNT_TEXT, Money
 from tillpoint.domain.order import HistoryEntry, Order
-from tillpoint.domain.payment import (
-    Operation,
-    Payment,
-    PaymentMethod,
-    PaymentStatus,
-    Refund,
-    rfc3339,
-)
+from tillpoint.domain.payment import Operation, Payment, PaymentMethod, PaymentStatus, Refund
 from tillpoint.domain.snapshot import CheckoutSnapshot
+from tillpoint.domain.timestamps import rfc3339
 from tillpoint.service.ports import StoredEvent
 
 BRANDS = ", ".join(sorted(CARD_BRANDS))

@@ -12,20 +12,15 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from tillpoint.bootstrap import Container
-from tillpoint.domain.payment import rfc3339
+from tillpoint.domain.timestamps import rfc3339
 from tillpoint.entrypoints.api.dependencies import Admin, ContainerDep
 from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import WebhookEventOut, WebhookEventPage, WebhookReceived
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
 from tillpoint.entrypoints.api.problems import problem
 from tillpoint.service import webhooks
-from tillpoint.service.webhooks import (
-    InvalidSignature,
-    MalformedEvent,
-    StoredWebhook,
-    WebhookInbox,
-    WebhookStatus,
-)
+from tillpoint.service.ports import InvalidSignature, MalformedEvent, StoredWebhook, WebhookStatus
+from tillpoint.service.webhooks import WebhookInbox
 
 router = APIRouter(tags=["webhooks"])
 

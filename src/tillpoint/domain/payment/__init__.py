@@ -1,0 +1,44 @@
+"""The payment: its transition table (`status`), its parts (`records`), what providers say
+(`outcome`), what happened (`events`) and the aggregate that ties them (`aggregate`)."""
+
+from tillpoint.domain.payment.aggregate import Change, Payment
+from tillpoint.domain.payment.outcome import NoAnswer, Outcome, ProviderStatus, Silence
+from tillpoint.domain.payment.records import Operation, PaymentMethod, Refund
+from tillpoint.domain.payment.status import (
+    ACTIVE,
+    NEXT,
+    NOT_YET_AUTHORIZED,
+    OPEN_OPERATION,
+    PAYMENT_OPERATIONS,
+    TERMINAL,
+    CaptureMethod,
+    OperationKind,
+    OperationStatus,
+    PaymentStatus,
+    RefundStatus,
+    can_move,
+)
+
+__all__ = [
+    "ACTIVE",
+    "NEXT",
+    "NOT_YET_AUTHORIZED",
+    "OPEN_OPERATION",
+    "PAYMENT_OPERATIONS",
+    "TERMINAL",
+    "CaptureMethod",
+    "Change",
+    "NoAnswer",
+    "Operation",
+    "OperationKind",
+    "OperationStatus",
+    "Outcome",
+    "Payment",
+    "PaymentMethod",
+    "PaymentStatus",
+    "ProviderStatus",
+    "Refund",
+    "RefundStatus",
+    "Silence",
+    "can_move",
+]
