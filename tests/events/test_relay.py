@@ -27,13 +27,8 @@ from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, Order
 from tillpoint.domain.payment import CaptureMethod, Payment, PaymentMethod
 from tillpoint.entrypoints.worker import default_loops
-from tillpoint.service.outbox import (
-    OutboxMessage,
-    OutboxRelay,
-    PublishFailed,
-    drain,
-    publishable,
-)
+from tillpoint.service.outbox import OutboxRelay, drain, publishable
+from tillpoint.service.ports import OutboxMessage, PublishFailed
 
 
 def row(aggregate: str, sequence: int, id_: int) -> OutboxMessage:

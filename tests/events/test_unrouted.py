@@ -17,7 +17,7 @@ from tests.conftest import need_service
 from tests.events.conftest import AMQP_URL, Broker, Names, Tap
 from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.domain.ids import new_id
-from tillpoint.service.outbox import OutboxMessage
+from tillpoint.service.ports import OutboxMessage
 
 pytestmark = pytest.mark.rabbitmq
 

@@ -25,7 +25,7 @@ from tillpoint.adapters.db.tables import webhook_events
 from tillpoint.adapters.webhooks.stripe import StripeVerifier
 from tillpoint.bootstrap import Container, build
 from tillpoint.domain.ids import new_id
-from tillpoint.service.webhooks import MalformedEvent
+from tillpoint.service.ports import MalformedEvent
 
 NUL = "\x00"
 

@@ -26,7 +26,7 @@ from tillpoint.adapters.webhooks.setup import (
 )
 from tillpoint.adapters.webhooks.stripe import StripeVerifier
 from tillpoint.bootstrap import Container, build
-from tillpoint.service.webhooks import SignalKind
+from tillpoint.domain.payment import ProviderStatus
 
 STRIPE_SECRET = "whsec_test_stripe_0123456789abcdef"
 
@@ -185,15 +185,17 @@ class TestStripeEvents:
     @pytest.mark.parametrize(
         ("event_type", "kind"),
         [
-            ("payment_intent.succeeded", SignalKind.CAPTURED),
-            ("payment_intent.payment_failed", SignalKind.FAILED),
-            ("payment_intent.amount_capturable_updated", SignalKind.AUTHORIZED),
-            ("payment_intent.canceled", SignalKind.CANCELED),
-            ("payment_intent.processing", SignalKind.PROCESSING),
-            ("payment_intent.requires_action", SignalKind.REQUIRES_ACTION),
+            ("payment_intent.succeeded", ProviderStatus.CAPTURED),
+            ("payment_intent.payment_failed", ProviderStatus.FAILED),
+            ("payment_intent.amount_capturable_updated", ProviderStatus.AUTHORIZED),
+            ("payment_intent.canceled", ProviderStatus.CANCELED),
+            ("payment_intent.processing", ProviderStatus.PROCESSING),
+            ("payment_intent.requires_action", ProviderStatus.REQUIRES_ACTION),
         ],
     )
-    def test_payment_intent_events_become_signals(self, event_type: str, kind: SignalKind) -> None:
+    def test_payment_intent_events_become_signals(
+        self, event_type: str, kind: ProviderStatus
+    ) -> None:
         event = _stripe_event(event_type)
         event["data"]["object"]["last_payment_error"] = {
             "code": "card_declined",
@@ -203,10 +205,10 @@ class TestStripeEvents:
         signal = StripeVerifier(STRIPE_SECRET).parse(json.dumps(event).encode()).signal
         assert signal is not None
         assert (signal.kind, signal.provider_payment_id) == (kind, "pi_123")
-        if kind is SignalKind.CAPTURED:
+        if kind is ProviderStatus.CAPTURED:
             assert signal.amount is not None
             assert (signal.amount.minor, signal.amount.currency) == (1000, "EUR")
-        if kind is SignalKind.FAILED:
+        if kind is ProviderStatus.FAILED:
             assert signal.failure_code == "insufficient_funds"
 
     def test_refunds_and_disputes_become_signals(self) -> None:
@@ -226,7 +228,7 @@ class TestStripeEvents:
         }
         signal = verifier.parse(json.dumps(refunded).encode()).signal
         assert signal is not None
-        assert (signal.kind, signal.provider_refund_id) == (SignalKind.REFUNDED, "re_1")
+        assert (signal.kind, signal.provider_refund_id) == (ProviderStatus.REFUNDED, "re_1")
         assert signal.amount is not None
         assert signal.amount.minor == 400
         dispute = {
@@ -244,7 +246,7 @@ class TestStripeEvents:
         }
         signal = verifier.parse(json.dumps(dispute).encode()).signal
         assert signal is not None
-        assert signal.kind is SignalKind.DISPUTED
+        assert signal.kind is ProviderStatus.DISPUTED
         other = {"id": "evt_o", "type": "customer.created", "data": {"object": {"id": "cus"}}}
         assert verifier.parse(json.dumps(other).encode()).signal is None
 
