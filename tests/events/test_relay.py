@@ -20,7 +20,7 @@ from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.db.engine import make_engine
-from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
+from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
 from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.bootstrap import Container, build, outbox_relay
 from tillpoint.domain.money import Money
@@ -176,7 +176,7 @@ async def test_a_relay_never_overtakes_another_holding_an_earlier_row(
     pg_engine: AsyncEngine, pg_url: str
 ) -> None:
     clock = MovableClock()
-    uow = SqlEventsUnitOfWorkFactory(pg_engine)
+    uow = SqlUnitOfWorkFactory(pg_engine)
     await drain(OutboxRelay(uow=uow, publisher=BlockingPublisher(False), clock=clock))
     payment_id = await captured_payment(pg_url)
 
@@ -245,7 +245,7 @@ async def test_broker_outage_loses_nothing_and_publishes_nothing_rolled_back(
         reconnect_interval=0.3,
     )
     relay = OutboxRelay(
-        uow=SqlEventsUnitOfWorkFactory(rabbit_container.engine),
+        uow=SqlUnitOfWorkFactory(rabbit_container.engine),
         publisher=publisher,
         clock=rabbit_container.deps.clock,
     )
