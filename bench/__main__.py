@@ -1,5 +1,5 @@
 """`python -m bench [--quick] [--soak SECONDS]`."""
 
-from bench.run import main
+from bench.cli import main
 
 raise SystemExit(main())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,7 +14,7 @@ from bench.profile import percent
 from bench.stats import Result, fmt, ratio
 
 if TYPE_CHECKING:
-    from bench.run import Bench
+    from bench.context import Bench
 
 OPTIMIZATIONS = Path(__file__).with_name("optimizations.md")
 
@@ -257,3 +260,24 @@ def document(bench: Bench, rendered: str, machine: dict[str, str]) -> str:
     if OPTIMIZATIONS.exists():  # hand-written: what the profiles led to, kept across runs
         parts += [OPTIMIZATIONS.read_text().rstrip(), ""]
     return "\n".join(parts)
+
+
+def machine() -> dict[str, str]:
+    """The machine the run was on, for the report's header: ratios only compare within it."""
+    cpu = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError):
+        kb = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kb / 1024 / 1024:.1f} GiB"
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }

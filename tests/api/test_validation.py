@@ -8,7 +8,10 @@ import pytest
 
 from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key
+from tests.events.test_consumers import encode, stock_confirmed
 from tests.security.scan import find_card_numbers
+from tillpoint.entrypoints.order_messages import parse_order_created, parse_stock_confirmed
+from tillpoint.service.consumers import RejectedMessage
 
 PAN = "4242424242424242"
 
@@ -226,6 +229,98 @@ class TestCardNumbersInFreeText:
             },
         )
         assert_problem(response, 422, "validation_error")
+
+
+def order_created(order_id: str, method: dict[str, Any] | None) -> bytes:
+    """An `order.created.v1` body: its payment method has the API's field names."""
+    body: dict[str, Any] = {
+        "event_id": f"evt-{new_key()}",
+        "order_id": order_id,
+        "buyer_id": "buyer-7",
+        "amount": "100.00",
+        "currency": "USD",
+        "autopay": True,
+    }
+    return encode({**body, "payment_method": method} if method is not None else body)
+
+
+def with_card(field: str, value: Any) -> bytes:
+    """An `order.stock-confirmed` body whose `paymentMethod` has `field` set to `value`."""
+    body = stock_confirmed(f"ord-{new_key()}", "4242")
+    body["paymentMethod"][field] = value
+    return encode(body)
+
+
+# (the API's and order.created.v1's field, order.stock-confirmed's field or None, a value one past
+# the limit): the limits of domain/cards.py, the same on every path in.
+OVER_THE_LIMIT: list[tuple[str, str | None, Any]] = [
+    ("holder_name", "cardHolderName", "A" * 129),
+    ("token", None, "tok_" + "a" * 252),
+    ("brand", "cardBrand", "v" * 33),
+    ("last4", "cardLastFour", "42424"),
+    ("exp_month", "expirationMonth", 13),
+    ("exp_month", "expirationMonth", 0),
+    ("exp_year", "expirationYear", 2101),
+    ("exp_year", "expirationYear", 1999),
+]
+
+
+class TestOneSetOfLimits:
+    """An API request and a consumed order message are held to the same payment-method limits
+    and the same order-id rule: what one refuses, the other refuses too."""
+
+    @pytest.mark.parametrize(
+        ("field", "message_field", "value"),
+        OVER_THE_LIMIT,
+        ids=[f"{f}={v if isinstance(v, int) else len(v)}" for f, _, v in OVER_THE_LIMIT],
+    )
+    async def test_a_card_field_over_its_limit_is_refused_by_the_api_and_the_consumers(
+        self, api: Api, field: str, message_field: str | None, value: Any
+    ) -> None:
+        method = {"token": "pm_card_visa", field: value}
+        response = await api.post(
+            "/api/v1/payments",
+            {
+                "order_id": await api.order(),
+                "amount": "100.00",
+                "currency": "USD",
+                "payment_method": method,
+            },
+        )
+        assert_problem(response, 422, "validation_error")
+        with pytest.raises(RejectedMessage, match=rf"^validation_error: payment_method\.{field}"):
+            parse_order_created(order_created(f"ord-{new_key()}", method), "order-created")
+        if message_field is not None:
+            with pytest.raises(
+                RejectedMessage, match=rf"^validation_error: paymentMethod\.{message_field}"
+            ):
+                parse_stock_confirmed(with_card(message_field, value), "stock-confirmed")
+
+    async def test_a_holder_name_at_the_limit_is_accepted_by_both(self, api: Api) -> None:
+        name = "A" * 128
+        created = await api.payment(
+            await api.order(), method={"token": "pm_card_visa", "holder_name": name}
+        )
+        assert created["status"] == "INITIATED"
+        method = {"token": "pm_card_visa", "holder_name": name}
+        event = parse_order_created(order_created(f"ord-{new_key()}", method), "order-created")
+        assert event.payment_method.holder_name == name
+        confirmed = parse_stock_confirmed(with_card("cardHolderName", name), "stock-confirmed")
+        assert confirmed.payment_method.holder_name == name
+
+    @pytest.mark.parametrize("order_id", ["o" * 65, "ord 1", "ord/1", ""])
+    async def test_an_order_id_outside_its_rule_is_refused_by_the_api_and_the_consumers(
+        self, api: Api, order_id: str
+    ) -> None:
+        response = await api.post(
+            "/api/v1/orders",
+            {"order_id": order_id, "buyer_id": "b", "amount": "100.00", "currency": "USD"},
+        )
+        assert_problem(response, 422, "validation_error")
+        with pytest.raises(RejectedMessage, match=r"^validation_error: order_id"):
+            parse_order_created(order_created(order_id, None), "order-created")
+        with pytest.raises(RejectedMessage, match=r"^validation_error: orderId"):
+            parse_stock_confirmed(encode(stock_confirmed(order_id, "4242")), "stock-confirmed")
 
 
 class TestOrderAndPaymentRules:

@@ -65,6 +65,8 @@ class TestConsumed:
         [
             {"paymentMethod": {"type": "CREDIT_CARD", "cardNumber": "4242424242424242"}},
             {"paymentMethod": {"type": "CREDIT_CARD", "cvv": "123"}},
+            {"paymentMethod": {"type": "CREDIT_CARD", "cardHolderName": "A" * 129}},
+            {"paymentMethod": {"type": "CREDIT_CARD", "expirationYear": 2101}},
             {"currency": "eur"},
             {"orderId": True},
             {"totalAmount": "49,99"},

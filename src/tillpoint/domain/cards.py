@@ -4,7 +4,8 @@ A card number (PAN) is a Luhn-valid run of 12-19 digits, written plain or groupe
 dashes (`4242 4242 4242 4242`, `5555-5555-5555-4444`), wherever it sits in a string
 (`tok_4242424242424242`). A CVC is recognised by its field name only: three digits are not
 a secret on their own. Pure functions, no I/O: the API, the consumers, the dead-letter copies
-and the logs all use these.
+and the logs all use these. The brands we know and the limits of a payment method's display
+fields (brand, last four, expiry, holder name, token) are here too, for the same two edges.
 """
 
 from __future__ import annotations
@@ -304,3 +305,20 @@ def card_brand(name: str) -> str | None:
     key = re.sub(r"[\s-]+", "_", name.strip()).lower()
     key = _BRAND_ALIASES.get(key, key)
     return key if key in CARD_BRANDS else None
+
+
+# -- what a payment method may hold ---------------------------------------------------------------
+# The limits of a payment method's token and display fields (API.md `payment_method`). The API's
+# request schemas and the consumed order messages both use these, so a card one path refuses is
+# refused by the other too; they are the API's documented limits.
+TOKEN_MAX_LENGTH: Final = 255
+BRAND_MAX_LENGTH: Final = 32
+LAST4_PATTERN: Final = r"^[0-9]{4}$"
+EXP_MONTH_MIN: Final = 1
+EXP_MONTH_MAX: Final = 12
+EXP_YEAR_MIN: Final = 2000
+EXP_YEAR_MAX: Final = 2100
+HOLDER_NAME_MAX_LENGTH: Final = 128
+# The API accepts only `"card"`; consumed messages name the type in their own words
+# (`CREDIT_CARD`), bounded like a brand.
+METHOD_TYPE_MAX_LENGTH: Final = 32

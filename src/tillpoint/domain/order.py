@@ -37,7 +37,11 @@ class FailurePolicy(StrEnum):
     CANCEL = "cancel"
 
 
-ORDER_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# The one order-id rule. `check_order_id` applies it (registering an order, parsing a consumed
+# message); the API's request schemas use the pattern as their field constraint, so the OpenAPI
+# document shows it and a bad id is a 422 before anything runs.
+ORDER_ID_PATTERN: Final = r"^[A-Za-z0-9._:-]{1,64}$"
+ORDER_ID: Final = re.compile(ORDER_ID_PATTERN)
 
 
 def check_order_id(value: str) -> str:

@@ -10,9 +10,6 @@ request key) resumes the operation its first attempt left behind (`_resumable`).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -24,7 +21,6 @@ from tillpoint.domain.errors import (
     NotFound,
     OrderNotPayable,
     PaymentDeclined,
-    ProviderFailure,
     ProviderMismatch,
     SnapshotMismatch,
     ValidationFailed,
@@ -33,30 +29,20 @@ from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, OrderStatus
 from tillpoint.domain.payment import (
     NOT_YET_AUTHORIZED,
-    PAYMENT_OPERATIONS,
     CaptureMethod,
-    NoAnswer,
-    Operation,
     OperationKind,
-    OperationStatus,
-    Outcome,
     Payment,
     PaymentMethod,
     PaymentStatus,
     Refund,
-    Silence,
 )
+from tillpoint.service import provider_calls as calls
 from tillpoint.service.context import Deps
-from tillpoint.service.outcomes import apply_outcome, follow_payment
+from tillpoint.service.outcomes import follow_payment
 from tillpoint.service.ports import (
-    AuthorizeRequest,
     Ledger,
     MockControl,
     PaymentFilter,
-    PaymentProvider,
-    ProviderError,
-    ProviderTimeout,
-    ProviderUnavailable,
     StoredEvent,
     UnitOfWork,
 )
@@ -197,133 +183,6 @@ async def _create_payment(cmd: CreatePayment, *, deps: Deps, resume: bool) -> Pa
     return payment
 
 
-# -- the phases every command shares ---------------------------------------------------------
-
-
-async def _send(uow: UnitOfWork, payment: Payment, op: Operation, *, new: bool, deps: Deps) -> None:
-    """Phase 1's commit: the operation is with the provider from now on (the janitor leaves it
-    alone while the call may be running, and asks about it should this process die)."""
-    now = deps.clock.now()
-    op.send(now, check_by=now + deps.config.next_check(0))
-    await (uow.operations.add(op) if new else uow.operations.save(op))
-    await uow.payments.save(payment)
-    await uow.commit()
-
-
-async def _ask(
-    deps: Deps, provider: PaymentProvider, op: Operation, call: Callable[[], Awaitable[Outcome]]
-) -> Outcome | NoAnswer:
-    """The provider call, bounded by the provider timeout. A call that gives no answer says
-    why: a timeout (it may have acted), or the provider unreachable or refusing the call."""
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(deps.config.provider_timeout):
-            return await call()
-    except (TimeoutError, ProviderTimeout) as exc:
-        return NoAnswer(Silence.TIMEOUT, str(exc) or f"{provider.name} {op.kind} timed out")
-    except ProviderUnavailable as exc:
-        return NoAnswer(Silence.UNREACHABLE, str(exc))
-    except ProviderError as exc:
-        return NoAnswer(Silence.ERROR, str(exc))
-    finally:
-        deps.telemetry.observe(
-            "payment_attempt_duration_seconds",
-            time.perf_counter() - started,
-            provider=provider.name,
-            operation=op.kind.value.lower(),
-        )
-
-
-async def _record(
-    payment_id: str, op: Operation, answer: Outcome | NoAnswer, ctx: ChangeContext, *, deps: Deps
-) -> tuple[Payment, Operation | None]:
-    """Phase 2: apply the answer, unless a webhook or the janitor settled the operation while
-    we were asking (then theirs is the answer)."""
-    async with deps.uow() as uow:
-        payment = await _get(uow, payment_id, for_update=True)
-        current = await uow.operations.get(op.id)
-        if current is None or not current.open:
-            return payment, current
-        await apply_outcome(uow, payment, current, answer, ctx, deps=deps)
-        await uow.commit()
-    return payment, current
-
-
-async def _resumable(
-    uow: UnitOfWork, payment: Payment, request_key: str | None, *, deps: Deps
-) -> Operation | None:
-    """The operation an earlier attempt of this same request left behind, if any.
-
-    A retry (same Idempotency-Key) after a crash or a lost database connection must not start
-    a second operation: an open one is sent again with its saved provider key (the provider
-    answers what it already did), a finished one is the answer as it stands.
-    """
-    if request_key is None or not payment.operation_count:
-        return None
-    now, ttl = deps.clock.now(), deps.config.idempotency_ttl
-    op = await uow.operations.by_request_key(payment.id, request_key)
-    if op is None or op.created_at <= now - ttl:  # a key used again after it was reaped
-        return None
-    if op.open:
-        op.resend_for(request_key, now)
-    return op
-
-
-# Error codes of an operation whose provider call itself failed (no answer about the money).
-UNREACHED = (Silence.UNREACHABLE.value, Silence.ERROR.value)
-
-
-def _provider_error(op: Operation | None, *, refused_is_error: bool) -> ProviderFailure | None:
-    """The error a command answers with once its operation ended (the one error path of
-    capture, void and refund): a call that timed out, a provider that could not be reached or
-    refused the call, and — for a capture or a void, which have no declined state of their
-    own — a provider that said no. None: the payment as it stands is the answer."""
-    if op is None:
-        return None
-    if op.status is OperationStatus.UNKNOWN and op.kind not in PAYMENT_OPERATIONS:
-        return ProviderFailure(Silence.TIMEOUT.value, op.error_message or "the provider timed out")
-    if op.status is not OperationStatus.FAILED:
-        return None
-    if op.error_code in UNREACHED:
-        return ProviderFailure(op.error_code or "provider_error", op.error_message or "failed")
-    if refused_is_error:
-        what = f"the {op.kind.value.lower()} failed"
-        return ProviderFailure("provider_error", op.error_message or what)
-    return None
-
-
-async def _open_confirmation(
-    uow: UnitOfWork, payment: Payment, *, pending_only: bool
-) -> Operation | None:
-    """A SALE or AUTHORIZE left open (by a process that died, or a confirm now completed)."""
-    for op in await uow.operations.open_for(payment.id):
-        if op.kind in PAYMENT_OPERATIONS and (
-            not pending_only or op.status is OperationStatus.PENDING
-        ):
-            return op
-    return None
-
-
-async def _no_operation_in_flight(uow: UnitOfWork, payment: Payment, verb: str) -> None:
-    """One capture or void at a time: a second request while one is with the provider is 409."""
-    for op in await uow.operations.open_for(payment.id):
-        if op.kind in (OperationKind.CAPTURE, OperationKind.VOID):
-            raise InvalidStateTransition(
-                f"payment {payment.id} cannot be {verb}: a {op.kind.value.lower()} is in progress",
-                payment_id=payment.id,
-            )
-
-
-def _authorize_request(payment: Payment, op: Operation) -> AuthorizeRequest:
-    return AuthorizeRequest(
-        payment_id=payment.id,
-        order_id=payment.order_id,
-        amount=payment.amount,
-        capture=op.kind is OperationKind.SALE,
-        payment_method=payment.payment_method,
-    )
-
-
 # -- lifecycle commands --------------------------------------------------------------------------
 
 
@@ -343,30 +202,30 @@ async def confirm_payment(
     """
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
-        op = await _resumable(uow, payment, request_key, deps=deps)
+        op = await calls.resumable(uow, payment, request_key, deps=deps)
         new = False
         # A payment that never had an operation has none to resume: skip the lookup.
         unsent = payment.status is PaymentStatus.INITIATED and payment.operation_count > 0
         if op is None and unsent:
-            op = await _open_confirmation(uow, payment, pending_only=True)
+            op = await calls.open_confirmation(uow, payment, pending_only=True)
             if op is not None:
                 op.resend_for(request_key, deps.clock.now())
         if op is None:
             op, new = payment.begin_confirmation(deps.clock.now(), method, request_key), True
         if op.open:
-            await _send(uow, payment, op, new=new, deps=deps)
+            await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
         provider = deps.providers[payment.provider]
-        request = _authorize_request(payment, op)
+        request = calls.authorize_request(payment, op)
         key = op.idempotency_key
-        answer = await _ask(
+        answer = await calls.ask(
             deps, provider, op, lambda: provider.authorize(request, idempotency_key=key)
         )
-        payment, op = await _record(payment_id, op, answer, ctx, deps=deps)
+        payment, op = await calls.record(payment_id, op, answer, ctx, deps=deps)
 
     deps.telemetry.count("payment_confirm_total", status=payment.status.value)
-    if (error := _provider_error(op, refused_is_error=False)) is not None:
+    if (error := calls.provider_error(op, refused_is_error=False)) is not None:
         raise error
     if payment.status is PaymentStatus.FAILED:
         raise PaymentDeclined(
@@ -392,7 +251,7 @@ async def mock_complete(
         mock = deps.providers[payment.provider]
         if not isinstance(mock, MockControl):
             raise ProviderMismatch(f"payment {payment.id} is not a mock payment")
-        op = await _resumable(uow, payment, request_key, deps=deps)
+        op = await calls.resumable(uow, payment, request_key, deps=deps)
         new = False
         if op is None:
             if payment.status not in NOT_YET_AUTHORIZED:
@@ -401,16 +260,16 @@ async def mock_complete(
                     "possible before authorization",
                     payment_id=payment.id,
                 )
-            if (op := await _open_confirmation(uow, payment, pending_only=False)) is not None:
+            if (op := await calls.open_confirmation(uow, payment, pending_only=False)) is not None:
                 op.resend_for(request_key, deps.clock.now())
             else:
                 op, new = payment.begin_confirmation(deps.clock.now(), None, request_key), True
         if op.open:
-            await _send(uow, payment, op, new=new, deps=deps)
+            await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
         sent = op
-        answer = await _ask(
+        answer = await calls.ask(
             deps,
             mock,
             op,
@@ -423,7 +282,7 @@ async def mock_complete(
                 failure_code=failure_code,
             ),
         )
-        payment, _ = await _record(payment_id, op, answer, ctx, deps=deps)
+        payment, _ = await calls.record(payment_id, op, answer, ctx, deps=deps)
     return payment
 
 
@@ -437,23 +296,23 @@ async def capture_payment(
 ) -> Payment:
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
-        op = await _resumable(uow, payment, request_key, deps=deps)
+        op = await calls.resumable(uow, payment, request_key, deps=deps)
         new = op is None
         if op is None:
-            await _no_operation_in_flight(uow, payment, "captured")
+            await calls.no_operation_in_flight(uow, payment, "captured")
             op = payment.begin_capture(amount, deps.clock.now(), request_key)
         if op.open:
-            await _send(uow, payment, op, new=new, deps=deps)
+            await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
         provider = deps.providers[payment.provider]
         ref, amount_, key = payment.provider_payment_id or "", op.amount, op.idempotency_key
-        answer = await _ask(
+        answer = await calls.ask(
             deps, provider, op, lambda: provider.capture(ref, amount_, idempotency_key=key)
         )
-        payment, op = await _record(payment_id, op, answer, ctx, deps=deps)
+        payment, op = await calls.record(payment_id, op, answer, ctx, deps=deps)
 
-    error = _provider_error(op, refused_is_error=True)
+    error = calls.provider_error(op, refused_is_error=True)
     deps.telemetry.count("payment_capture_total", status="error" if error else payment.status.value)
     if error is not None:
         raise error
@@ -470,10 +329,10 @@ async def void_payment(
 ) -> Payment:
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
-        op = await _resumable(uow, payment, request_key, deps=deps)
+        op = await calls.resumable(uow, payment, request_key, deps=deps)
         new = op is None
         if op is None:
-            await _no_operation_in_flight(uow, payment, "voided")
+            await calls.no_operation_in_flight(uow, payment, "voided")
             if payment.status is PaymentStatus.INITIATED:
                 # Nothing reached the provider yet: cancel here, no provider call.
                 op, change = payment.cancel_unsent(
@@ -486,15 +345,17 @@ async def void_payment(
                 return payment
             op = payment.begin_void(deps.clock.now(), request_key, reason)
         if op.open:
-            await _send(uow, payment, op, new=new, deps=deps)
+            await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
         provider = deps.providers[payment.provider]
         ref, key = payment.provider_payment_id or op.idempotency_key, op.idempotency_key
-        answer = await _ask(deps, provider, op, lambda: provider.void(ref, idempotency_key=key))
-        payment, op = await _record(payment_id, op, answer, ctx, deps=deps)
+        answer = await calls.ask(
+            deps, provider, op, lambda: provider.void(ref, idempotency_key=key)
+        )
+        payment, op = await calls.record(payment_id, op, answer, ctx, deps=deps)
 
-    if (error := _provider_error(op, refused_is_error=True)) is not None:
+    if (error := calls.provider_error(op, refused_is_error=True)) is not None:
         raise error
     return payment
 
@@ -513,24 +374,24 @@ async def refund_payment(
     A refund the provider declines is answered as a FAILED refund."""
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
-        op = await _resumable(uow, payment, request_key, deps=deps)
+        op = await calls.resumable(uow, payment, request_key, deps=deps)
         new = op is None
         if op is None:
             refund, op = payment.begin_refund(amount, reason, deps.clock.now(), request_key)
             await uow.refunds.add(refund)
         if op.open:
-            await _send(uow, payment, op, new=new, deps=deps)
+            await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
         provider = deps.providers[payment.provider]
         ref, amount_, key = payment.provider_payment_id or "", op.amount, op.idempotency_key
-        answer = await _ask(
+        answer = await calls.ask(
             deps, provider, op, lambda: provider.refund(ref, amount_, idempotency_key=key)
         )
-        _, settled = await _record(payment_id, op, answer, ctx, deps=deps)
+        _, settled = await calls.record(payment_id, op, answer, ctx, deps=deps)
         op = settled or op
 
-    if (error := _provider_error(op, refused_is_error=False)) is not None:
+    if (error := calls.provider_error(op, refused_is_error=False)) is not None:
         raise error
     assert op.refund_id is not None
     async with deps.uow() as uow:

@@ -1,5 +1,6 @@
 """RabbitMQ consumers: the plumbing behind the consumed order events (API.md "Consumed
-events"); `entrypoints/consumers.py` says which messages are read and how.
+events"); `entrypoints/consumers.py` says which messages are read from which queue, and
+`entrypoints/order_messages.py` how a body is parsed.
 
 For each subscription the consumer declares the durable queue with its binding on the events
 exchange and its durable dead-letter queue `<queue>.dlq`. Delivery is at least once; a message

@@ -20,17 +20,29 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from tillpoint.domain.cards import CARD_BRANDS, card_brand, carries_raw_card_data
+from tillpoint.domain.cards import (
+    BRAND_MAX_LENGTH,
+    CARD_BRANDS,
+    EXP_MONTH_MAX,
+    EXP_MONTH_MIN,
+    EXP_YEAR_MAX,
+    EXP_YEAR_MIN,
+    HOLDER_NAME_MAX_LENGTH,
+    LAST4_PATTERN,
+    TOKEN_MAX_LENGTH,
+    card_brand,
+    carries_raw_card_data,
+)
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import MAX_AMOUNT_TEXT, Money
-from tillpoint.domain.order import HistoryEntry, Order
+from tillpoint.domain.order import ORDER_ID_PATTERN, HistoryEntry, Order
 from tillpoint.domain.payment import Operation, Payment, PaymentMethod, PaymentStatus, Refund
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.domain.timestamps import rfc3339
 from tillpoint.service.ports import StoredEvent
 
 BRANDS = ", ".join(sorted(CARD_BRANDS))
-OrderId = Field(pattern=r"^[A-Za-z0-9._:-]{1,64}$")
+OrderId = Field(pattern=ORDER_ID_PATTERN)
 
 # -- strings that can reach a column --------------------------------------------------------------
 # PostgreSQL's text cannot hold NUL (`invalid byte sequence for encoding "UTF8": 0x00`) and no
@@ -151,12 +163,12 @@ class PaymentMethodIn(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     type: Literal["card"] = "card"
-    token: Text | None = Field(None, max_length=255)
-    brand: Text | None = Field(None, max_length=32)
-    last4: StrictStr | None = Field(None, pattern=r"^[0-9]{4}$")
-    exp_month: StrictInt | None = Field(None, ge=1, le=12)
-    exp_year: StrictInt | None = Field(None, ge=2000, le=2100)
-    holder_name: Text | None = Field(None, max_length=128)
+    token: Text | None = Field(None, max_length=TOKEN_MAX_LENGTH)
+    brand: Text | None = Field(None, max_length=BRAND_MAX_LENGTH)
+    last4: StrictStr | None = Field(None, pattern=LAST4_PATTERN)
+    exp_month: StrictInt | None = Field(None, ge=EXP_MONTH_MIN, le=EXP_MONTH_MAX)
+    exp_year: StrictInt | None = Field(None, ge=EXP_YEAR_MIN, le=EXP_YEAR_MAX)
+    holder_name: Text | None = Field(None, max_length=HOLDER_NAME_MAX_LENGTH)
 
     @model_validator(mode="before")
     @classmethod
