@@ -173,11 +173,7 @@ async def _process_next(*, deps: Deps, inbox: WebhookInbox) -> WebhookStatus | N
         except Exception as exc:
             failure = exc
         else:
-            event.status = status
-            event.attempt_count += 1
-            event.processed_at = deps.clock.now()
-            event.next_attempt_at = None
-            event.last_error = None
+            event.processed(status, deps.clock.now())
             await repo.save(event)
             await uow.commit()
     if failure is None:
@@ -203,14 +199,11 @@ async def _record_failure(
         if current is None or current.status not in CLAIMABLE:
             return current.status if current else WebhookStatus.FAILED
         now = deps.clock.now()
-        current.attempt_count += 1
-        current.last_error = f"{type(failure).__name__}: {failure}"[:1000]
-        if current.attempt_count >= inbox.max_attempts:
-            current.status = WebhookStatus.DEAD
-            current.next_attempt_at = None
-        else:
-            current.status = WebhookStatus.FAILED
-            current.next_attempt_at = now + inbox.backoff(current.attempt_count)
+        error = f"{type(failure).__name__}: {failure}"
+        last = current.attempt_count + 1 >= inbox.max_attempts
+        current.attempt_failed(
+            error, None if last else now + inbox.backoff(current.attempt_count + 1)
+        )
         await repo.save(current)
         await uow.commit()
     deps.telemetry.count("payment_webhook_total", provider=event.provider, status=current.status)

@@ -155,6 +155,21 @@ class StoredWebhook:
     processed_at: datetime | None = None
     next_attempt_at: datetime | None = None
 
+    def processed(self, status: WebhookStatus, now: datetime) -> None:
+        """Its signal was applied (PROCESSED) or had nothing to change (IGNORED)."""
+        self.status = status
+        self.attempt_count += 1
+        self.processed_at = now
+        self.next_attempt_at = None
+        self.last_error = None
+
+    def attempt_failed(self, error: str, retry_at: datetime | None) -> None:
+        """One more failed attempt: retried at `retry_at`, or DEAD when there is none."""
+        self.attempt_count += 1
+        self.last_error = error[:1000]
+        self.status = WebhookStatus.FAILED if retry_at is not None else WebhookStatus.DEAD
+        self.next_attempt_at = retry_at
+
 
 class WebhookRepository(Protocol):
     async def insert(self, event: StoredWebhook) -> bool:
