@@ -78,6 +78,10 @@ class OperationStatus(StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+# An open operation has no final answer yet: the janitor asks the provider about it.
+OPEN_OPERATION_STATUSES: Final = frozenset({OperationStatus.PENDING, OperationStatus.UNKNOWN})
+
+
 class RefundStatus(StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
@@ -148,7 +152,7 @@ class Operation:
 
     @property
     def open(self) -> bool:
-        return self.status in (OperationStatus.PENDING, OperationStatus.UNKNOWN)
+        return self.status in OPEN_OPERATION_STATUSES
 
     def resend_for(self, request_key: str | None, now: datetime) -> None:
         """Another request takes over this open operation (mock complete after confirm): its
