@@ -100,9 +100,7 @@ class Settings(BaseSettings):
     webhook_retry_max: Duration = timedelta(hours=1)
     # Test-only: "duplicate,reorder,late" make the mock's webhook simulator misbehave.
     mock_webhook_faults: Annotated[frozenset[str], NoDecode] = frozenset()
-    stripe_api_key: SecretStr | None = None
     stripe_webhook_secret: SecretStr | None = None
-    stripe_api_base: str = "https://api.stripe.com"
     # Requests beyond these limits are refused (413, 431) before they are read into memory.
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024**3)
     max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024**2)

@@ -10,11 +10,12 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from asgi_lifespan import LifespanManager
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.schema import CreateIndex
 
 from tests.api.conftest import Api
 from tests.conftest import (
@@ -208,6 +211,36 @@ class TestSchemaBehindTheCode:
         assert ready is not None, f"serve did not come up: {stderr[-2000:]}"
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["database"] == "UP"
+
+
+class TestPartialIndexesMatchTheMigrations:
+    def test_the_predicates_derived_from_the_status_sets_are_the_migrated_ones(
+        self, tmp_path: Path
+    ) -> None:
+        """tables.py derives each partial index's `status IN (...)` from the domain's status
+        sets; the migrations spell it out. SQLite keeps every index's CREATE statement as it was
+        run, so a status set that changed without a migration shows up here."""
+        path = tmp_path / "migrated.db"
+        migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+        with closing(sqlite3.connect(path)) as db:
+            migrated = dict(
+                db.execute(
+                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+                )
+            )
+        partial = [
+            index
+            for table in t.metadata.sorted_tables
+            for index in table.indexes
+            if index.dialect_options["sqlite"]["where"] is not None
+        ]
+        assert {index.name for index in partial} >= {
+            "uq_payments_one_active_per_order",
+            "ix_payment_transactions_due",
+            "ix_webhook_events_due",
+        }
+        for index in partial:
+            assert migrated[index.name] == str(CreateIndex(index).compile(dialect=sqlite_dialect()))
 
 
 # -- the outbox backlog, read from the database --------------------------------------------------

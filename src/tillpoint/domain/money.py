@@ -224,10 +224,6 @@ class Money:
             raise ValidationFailed("amount", "amount is too large")
         return cls(minor, currency)
 
-    @classmethod
-    def zero(cls, currency: str) -> Money:
-        return cls(0, currency)
-
     @property
     def exponent(self) -> int:
         return exponent_of(self.currency)

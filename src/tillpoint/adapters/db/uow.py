@@ -11,14 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tillpoint.adapters.db.errors import translate
 from tillpoint.adapters.db.inbox import SqlInbox
 from tillpoint.adapters.db.outbox import SqlOutbox
-from tillpoint.adapters.db.repositories import (
-    SqlOperations,
-    SqlOrders,
-    SqlPayments,
-    SqlReconciliations,
-    SqlRefunds,
-    SqlSnapshots,
-)
+from tillpoint.adapters.db.repositories.operations import SqlOperations
+from tillpoint.adapters.db.repositories.orders import SqlOrders
+from tillpoint.adapters.db.repositories.payments import SqlPayments
+from tillpoint.adapters.db.repositories.reconciliations import SqlReconciliations
+from tillpoint.adapters.db.repositories.refunds import SqlRefunds
+from tillpoint.adapters.db.repositories.snapshots import SqlSnapshots
 from tillpoint.adapters.db.webhooks import SqlWebhookEvents
 from tillpoint.service.messages import EventDialect
 from tillpoint.service.ports import (
@@ -52,7 +50,6 @@ class SqlUnitOfWork:
         self._engine = engine
         self._dialect = dialect
         self._conn: AsyncConnection | None = None
-        self._committed = False
 
     @property
     def connection(self) -> AsyncConnection:
@@ -106,7 +103,6 @@ class SqlUnitOfWork:
             await self.connection.commit()
         except Exception as error:
             raise translate(error) from error
-        self._committed = True
 
 
 class SqlUnitOfWorkFactory:
