@@ -27,6 +27,7 @@ from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import migrate
 from tillpoint.bootstrap import Container, build
 from tillpoint.entrypoints.api.app import create_app
+from tillpoint.service.outbox import OutboxRelay
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -420,3 +421,19 @@ class TcpProxy:
             pass
         finally:
             writer.close()
+
+
+async def drain(relay: OutboxRelay, *, within: float = 10.0) -> int:
+    """Relay until nothing is left; returns the rows published."""
+    total = 0
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        result = await relay.relay_batch()
+        total += result.published
+        if not result.published and not result.failed and not result.held_back:
+            return total
+        if result.failed:
+            break
+        if not result.published:
+            await asyncio.sleep(0.05)  # another relay holds the head of some payment
+    return total

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SERVICE_KEY, closed_port, headers, new_key, settings_for
-from tests.events.conftest import Broker, TcpProxy, api_client
+from tests.events.conftest import Broker, TcpProxy, api_client, drain
 from tillpoint.adapters.brokers.inprocess import InProcessBroker, topic_matches
 from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import MovableClock
@@ -27,7 +27,7 @@ from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, Order
 from tillpoint.domain.payment import CaptureMethod, Payment, PaymentMethod
 from tillpoint.entrypoints.worker import default_loops
-from tillpoint.service.outbox import OutboxRelay, drain, publishable
+from tillpoint.service.outbox import OutboxRelay, publishable
 from tillpoint.service.ports import OutboxMessage, PublishFailed
 
 

@@ -211,19 +211,3 @@ class OutboxRelay:
             return
         self._gauged_at = time.monotonic()
         report_outbox_health(await outbox_health(outbox, self.clock.now()), self.metrics)
-
-
-async def drain(relay: OutboxRelay, *, within: float = 10.0) -> int:
-    """Relay until nothing is left (for `serve` shutdown and tests); returns rows published."""
-    total = 0
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        result = await relay.relay_batch()
-        total += result.published
-        if not result.published and not result.failed and not result.held_back:
-            return total
-        if result.failed:
-            break
-        if not result.published:
-            await asyncio.sleep(0.05)  # another relay holds the head of some payment
-    return total

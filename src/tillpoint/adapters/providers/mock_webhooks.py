@@ -13,6 +13,7 @@ authorized-then-captured and delivers the two in reverse, `late` delivers after 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -158,11 +159,16 @@ class MockWebhookSimulator:
         response.raise_for_status()
 
     async def wait_idle(self) -> None:
-        """Wait for every scheduled delivery (tests; bound it with `asyncio.timeout`)."""
+        """Wait for every scheduled delivery (bound it with `asyncio.timeout`)."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def aclose(self) -> None:
+    async def aclose(self, grace: float = 2.0) -> None:
+        """Deliver what is scheduled (for up to `grace` seconds), then cancel the rest: a mock
+        payment's webhook is not lost to a clean shutdown."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self.wait_idle()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

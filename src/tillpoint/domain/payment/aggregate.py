@@ -137,10 +137,6 @@ class Payment:
     def refundable(self) -> Money:
         return self.money(self.captured_minor - self.refunded_minor - self.refund_pending_minor)
 
-    @property
-    def active(self) -> bool:
-        return self.status in ACTIVE
-
     # -- commands: each begins a PENDING provider operation -------------------------------------
 
     def _begin(

@@ -39,7 +39,6 @@ NEXT: Final[Mapping[PaymentStatus, frozenset[PaymentStatus]]] = {
 }
 ACTIVE: Final = frozenset({S.INITIATED, S.PROCESSING, S.REQUIRES_ACTION, S.AUTHORIZED})
 NOT_YET_AUTHORIZED: Final = frozenset({S.INITIATED, S.PROCESSING, S.REQUIRES_ACTION})
-TERMINAL: Final = frozenset(s for s, nxt in NEXT.items() if not nxt)
 
 
 def can_move(current: PaymentStatus, target: PaymentStatus) -> bool:
