@@ -41,7 +41,6 @@ from tillpoint.domain.payment import (
     PaymentStatus,
     Refund,
 )
-from tillpoint.service import faults
 from tillpoint.service.context import Deps
 from tillpoint.service.ports import (
     AuthorizeRequest,
@@ -392,7 +391,6 @@ async def _execute(
         await (uow.operations.add(op) if begun.new else uow.operations.save(op))
         await uow.payments.save(payment)
         await uow.commit()
-    faults.inject(deps.config.fault, "before_provider_call", name)
 
     provider = deps.providers[payment.provider]
     started: Operation = op
@@ -403,7 +401,6 @@ async def _execute(
         )
     except (ProviderTimeout, ProviderUnavailable, ProviderError) as exc:
         outcome = exc
-    faults.inject(deps.config.fault, "after_provider_call", name)
 
     async with deps.uow() as uow:
         payment = await _get(uow, payment_id, for_update=True)
