@@ -39,7 +39,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import URL, make_url
 
-from tillpoint.adapters.clock import MovableClock
+from tests.support.clock import MovableClock
 from tillpoint.adapters.db import migrate
 from tillpoint.bootstrap import Container, build
 from tillpoint.config import ApiKey, Settings

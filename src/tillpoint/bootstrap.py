@@ -148,7 +148,6 @@ def service_config(settings: Settings) -> ServiceConfig:
         payment_ttl=settings.payment_ttl,
         provider_timeout=settings.provider_timeout.total_seconds(),
         recheck_schedule=settings.recheck_schedule,
-        fault=settings.test_faults,
         idempotency_ttl=settings.idempotency_ttl,
     )
 

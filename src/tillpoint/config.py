@@ -110,11 +110,8 @@ class Settings(BaseSettings):
     # `tillpoint worker` serves Prometheus metrics here when set (0 = off).
     worker_metrics_port: int = Field(0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
-    # TEST ONLY fault injection, never set in production: `<crash|kill>_<point>[@<operation>]`,
-    # see `tillpoint.service.faults`.
-    test_faults: Annotated[frozenset[str], NoDecode] = frozenset()
 
-    @field_validator("test_faults", "mock_webhook_faults", mode="before")
+    @field_validator("mock_webhook_faults", mode="before")
     @classmethod
     def _faults(cls, value: object) -> object:
         if isinstance(value, str):

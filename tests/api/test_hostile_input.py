@@ -15,8 +15,8 @@ import uvicorn
 
 from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key, settings_for
+from tests.support.clock import MovableClock
 from tests.webhooks.support import client_for
-from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.providers.mock import CARDS
 from tillpoint.bootstrap import Container, build

@@ -41,7 +41,7 @@ from tests.conftest import (
     settings_for,
 )
 from tests.security.scan import numeric_id
-from tillpoint.adapters.clock import MovableClock
+from tests.support.clock import MovableClock
 from tillpoint.adapters.db import migrate
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container, build

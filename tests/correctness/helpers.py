@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tillpoint.adapters.clock import MovableClock
+from tests.support.clock import MovableClock
 from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.bootstrap import Container
 

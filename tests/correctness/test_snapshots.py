@@ -11,7 +11,7 @@ import httpx
 from tests.conftest import SERVICE_KEY, headers, new_key
 from tests.correctness.helpers import moved
 from tests.e2e.helpers import create_order, payment_body
-from tillpoint.adapters.clock import MovableClock
+from tests.support.clock import MovableClock
 
 SNAPSHOT_TTL = timedelta(minutes=15)
 

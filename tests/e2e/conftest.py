@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from tests.conftest import API_KEYS, free_port, postgres_url
 
 TILLPOINT = str(Path(sys.executable).with_name("tillpoint"))
+ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 # A bound, not a wait: on a loaded shared machine the imports alone can take 30 s.
 STARTUP_TIMEOUT = 120.0
@@ -105,28 +106,38 @@ def migrate(database_url: str, workdir: Path) -> None:
 
 
 def start_server(
-    database_url: str, workdir: Path, *, workers: int = 1, attempts: int = 3, **settings: str
+    database_url: str,
+    workdir: Path,
+    *,
+    workers: int = 1,
+    attempts: int = 3,
+    faults: str = "",
+    **settings: str,
 ) -> Server:
     """Start `tillpoint serve` on a free port and wait for /healthz; the caller must `kill()` it.
 
+    With `faults` (`kill_after_commit@refund`, see `tests/e2e/faults.py`) the one process is
+    `tests/e2e/fault_server.py` instead: the same app with the crash faults in its adapters.
+
     The port is chosen by the kernel; should someone else take it between our choice and the
     server's bind, the server exits at once and we start it again on another port."""
+    env = server_env(database_url, workdir / ".tillpoint", **settings)
+    if faults:
+        assert workers == 1, "the fault server is one process"
+        env |= {"TILLPOINT_E2E_FAULTS": faults, "PYTHONPATH": str(ROOT)}
     for attempt in range(1, attempts + 1):
         port = free_port(HOST)
         log = workdir / f"server-{port}-{time.monotonic_ns()}.log"
+        where = ["--host", HOST, "--port", str(port)]
+        command = (
+            [sys.executable, "-m", "tests.e2e.fault_server", *where]
+            if faults
+            else [TILLPOINT, "serve", *where, "--workers", str(workers)]
+        )
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [
-                    TILLPOINT,
-                    "serve",
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                    "--workers",
-                    str(workers),
-                ],
-                env=server_env(database_url, workdir / ".tillpoint", **settings),
+                command,
+                env=env,
                 cwd=workdir,  # no stray .env file is picked up
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -1,7 +1,8 @@
 """Every mutating operation, killed at every point where a crash can leave work half done.
 
-For each operation and crash point a `tillpoint serve` process is started with the test-only
-fault `kill_<point>@<operation>` and SIGKILLed in the middle of that one request. The client
+For each operation and crash point a server is started with the fault
+`kill_<point>@<operation>` (the test-only launcher `tests/e2e/fault_server.py`: the real app
+with faulty adapters) and SIGKILLs itself in the middle of that one request. The client
 then retries with the same Idempotency-Key against a healthy process, and the test checks:
 
 - the provider acted exactly once (the mock gateway's own ledger),
@@ -240,7 +241,7 @@ async def test_a_retry_after_a_crash_has_one_effect_and_the_same_answer(
     doomed = start_server(
         e2e_database_url,
         e2e_workdir,
-        test_faults=f"kill_{point}@{case.name}",
+        faults=f"kill_{point}@{case.name}",
         idempotency_lock_timeout="1s",
     )
     try:

@@ -36,7 +36,7 @@ async def test_confirm_killed_after_the_provider_call_charges_once(
     e2e_database_url: str, e2e_workdir: Path, db: AsyncEngine
 ) -> None:
     key = new_key()
-    doomed = start_server(e2e_database_url, e2e_workdir, test_faults="kill_after_provider_call")
+    doomed = start_server(e2e_database_url, e2e_workdir, faults="kill_after_provider_call")
     try:
         async with httpx.AsyncClient(base_url=doomed.base_url, timeout=30) as http:
             order_id = await create_order(http)

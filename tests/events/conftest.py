@@ -22,8 +22,8 @@ from asgi_lifespan import LifespanManager
 from tests.conftest import need_service, postgres_url, settings_for
 from tests.events.contract import PUBLISHED, violations
 from tests.security.scan import note
+from tests.support.clock import MovableClock
 from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange, unrouted_name
-from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import migrate
 from tillpoint.bootstrap import Container, build
 from tillpoint.entrypoints.api.app import create_app

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import settings_for
 from tests.events.conftest import AMQP_URL, Broker, Received
 from tests.events.test_consumers import encode, order_number, stock_confirmed
-from tillpoint.adapters.clock import MovableClock
+from tests.support.clock import MovableClock
 from tillpoint.bootstrap import Container, build, outbox_relay
 from tillpoint.entrypoints.consumers import EventConsumers
 from tillpoint.entrypoints.worker import Loop, Worker

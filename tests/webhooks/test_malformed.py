@@ -19,8 +19,8 @@ from standardwebhooks import Webhook
 
 from tests.api.conftest import assert_problem
 from tests.conftest import MOCK_WEBHOOK_SECRET, settings_for
+from tests.support.clock import MovableClock
 from tests.webhooks.support import client_for, mock_event, process, stored
-from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db.tables import webhook_events
 from tillpoint.adapters.webhooks.stripe import StripeVerifier
 from tillpoint.bootstrap import Container, build

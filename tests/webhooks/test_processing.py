@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key, settings_for
+from tests.support.clock import MovableClock
 from tests.webhooks.support import (
     client_for,
     deliver,
@@ -24,7 +25,6 @@ from tests.webhooks.support import (
     process,
     stored,
 )
-from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db.tables import webhook_events
 from tillpoint.adapters.providers import mock as mock_gateway
 from tillpoint.bootstrap import Container, build

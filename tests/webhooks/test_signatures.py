@@ -16,8 +16,8 @@ import stripe
 from standardwebhooks import Webhook
 
 from tests.conftest import ADMIN_KEY, MOCK_WEBHOOK_SECRET, headers, settings_for
+from tests.support.clock import MovableClock
 from tests.webhooks.support import client_for, mock_event, sign_mock, stored
-from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.adapters.webhooks.setup import (
     WebhookSecretRefused,

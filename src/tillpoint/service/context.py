@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 
 from tillpoint.domain.order import FailurePolicy
@@ -23,7 +23,6 @@ class ServiceConfig:
         timedelta(hours=1),
         timedelta(days=1),
     )
-    fault: frozenset[str] = field(default_factory=frozenset)
     # How long an Idempotency-Key is kept: a request key matches the work of the same request
     # only within this time (a key used again after it was reaped is a new request).
     idempotency_ttl: timedelta = timedelta(hours=24)

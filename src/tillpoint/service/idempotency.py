@@ -59,7 +59,6 @@ class Idempotency:
         *,
         on_reused: Callable[[], StoredResponse],
         on_in_use: Callable[[], StoredResponse],
-        before_store: Callable[[], None] | None = None,
     ) -> StoredResponse:
         now = self.clock.now()
         claim = await self.store.claim(
@@ -89,8 +88,6 @@ class Idempotency:
             # client's retry with the same key runs again and resumes the work.
             await self._release(scope, key)
             raise
-        if before_store is not None:
-            before_store()
         if response.status_code in NOT_STORED or not response.storable:
             await self.store.release(scope, key)
             return response

@@ -5,9 +5,11 @@ settling, a 3-D Secure challenge completed), the simulator signs a Standard Webh
 POSTs it to `TILLPOINT_MOCK_WEBHOOK_URL` after `TILLPOINT_MOCK_DELAY_MS` — or, with no URL,
 hands the signed bytes to the in-process receiver, which verifies them like any delivery.
 
-Test-only faults (`TILLPOINT_MOCK_WEBHOOK_FAULTS`) reproduce what real providers do:
-`duplicate` delivers every event twice, `reorder` announces a capture as
-authorized-then-captured and delivers the two in reverse, `late` delivers after an extra delay.
+Like a provider's test mode, the mock can rehearse the deliveries real providers make
+(`TILLPOINT_MOCK_WEBHOOK_FAULTS`), so a shop sees its integration cope with them before it
+meets them in production: `duplicate` delivers every event twice, `reorder` announces a capture
+as authorized-then-captured and delivers the two in reverse, `late` delivers after an extra
+delay. They change only the mock's own deliveries; no real provider is affected.
 """
 
 from __future__ import annotations

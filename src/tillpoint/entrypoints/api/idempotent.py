@@ -21,7 +21,6 @@ from tillpoint.domain.errors import ConcurrentUpdate, DomainError, ValidationFai
 from tillpoint.entrypoints.api.dependencies import ApiError
 from tillpoint.entrypoints.api.errors import domain_problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
-from tillpoint.service import faults
 from tillpoint.service.idempotency import fingerprint
 from tillpoint.service.identity import Principal
 from tillpoint.service.ports import StoredResponse
@@ -122,9 +121,6 @@ async def idempotent(
         on_in_use=refusal(
             "idempotency_key_in_use",
             "a request with this Idempotency-Key is still running; retry shortly",
-        ),
-        before_store=lambda: faults.inject(
-            container.deps.config.fault, "after_commit", getattr(route, "name", "")
         ),
     )
     headers = {"Idempotent-Replayed": "true"} if stored.replayed else {}
