@@ -32,13 +32,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tillpoint.bootstrap import Container, build
 from tillpoint.config import Settings
 from tillpoint.domain.money import Money
+from tillpoint.domain.payment import Outcome
 from tillpoint.entrypoints.api.app import create_app
-from tillpoint.service.idempotency import Claim, IdempotencyStore, StoredResponse
 from tillpoint.service.ports import (
     AuthorizeRequest,
+    Claim,
+    IdempotencyStore,
     MockControl,
     PaymentProvider,
-    ProviderResult,
+    StoredResponse,
 )
 
 ENV = "TILLPOINT_E2E_FAULTS"
@@ -104,23 +106,21 @@ class FaultyProvider:
         self.faults = faults
         self.name = inner.name
 
-    async def _around(
-        self, operation: str, call: Callable[[], Awaitable[ProviderResult]]
-    ) -> ProviderResult:
+    async def _around(self, operation: str, call: Callable[[], Awaitable[Outcome]]) -> Outcome:
         self.faults.fire("before_provider_call", operation)
         try:
             return await call()
         finally:  # also when the call failed or timed out: its outcome is not committed yet
             self.faults.fire("after_provider_call", operation)
 
-    async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> ProviderResult:
+    async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> Outcome:
         return await self._around(
             "confirm", lambda: self.inner.authorize(req, idempotency_key=idempotency_key)
         )
 
     async def capture(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
-    ) -> ProviderResult:
+    ) -> Outcome:
         return await self._around(
             "capture",
             lambda: self.inner.capture(
@@ -128,20 +128,20 @@ class FaultyProvider:
             ),
         )
 
-    async def void(self, provider_payment_id: str, *, idempotency_key: str) -> ProviderResult:
+    async def void(self, provider_payment_id: str, *, idempotency_key: str) -> Outcome:
         return await self._around(
             "void", lambda: self.inner.void(provider_payment_id, idempotency_key=idempotency_key)
         )
 
     async def refund(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
-    ) -> ProviderResult:
+    ) -> Outcome:
         return await self._around(
             "refund",
             lambda: self.inner.refund(provider_payment_id, amount, idempotency_key=idempotency_key),
         )
 
-    async def get_transaction(self, idempotency_key: str) -> ProviderResult | None:
+    async def get_transaction(self, idempotency_key: str) -> Outcome | None:
         return await self.inner.get_transaction(idempotency_key)
 
 
@@ -157,7 +157,7 @@ class FaultyMockProvider(FaultyProvider):
         capture: bool,
         success: bool,
         failure_code: str | None,
-    ) -> ProviderResult:
+    ) -> Outcome:
         inner = self.inner
         assert isinstance(inner, MockControl)
         return await self._around(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tillpoint.service.outbox import OutboxMessage, Publisher
+from tillpoint.service.ports import OutboxMessage, Publisher
 
 
 @dataclass
