@@ -335,7 +335,9 @@ def settings_for(url: str, **overrides: Any) -> Settings:
         "database_url": url,
         "api_keys": [ApiKey.model_validate(k) for k in API_KEYS],
         "broker_url": "",
-        "provider_timeout": timedelta(seconds=1),
+        # Long enough that a loaded shared machine never times out a mock call by accident;
+        # the mock's timeout card hangs, so each of its tests waits this long.
+        "provider_timeout": timedelta(seconds=3),
         "log_level": "WARNING",
         "log_format": "console",
         "mock_webhook_secret": MOCK_WEBHOOK_SECRET,
