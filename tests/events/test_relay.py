@@ -20,12 +20,18 @@ from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import MovableClock
 from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.db.engine import make_engine
-from tillpoint.adapters.db.inbox import SqlEventsUnitOfWorkFactory
+from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
 from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.bootstrap import Container, build, outbox_relay
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, Order
-from tillpoint.domain.payment import CaptureMethod, Payment, PaymentMethod
+from tillpoint.domain.payment import (
+    CaptureMethod,
+    Outcome,
+    Payment,
+    PaymentMethod,
+    ProviderStatus,
+)
 from tillpoint.entrypoints.worker import default_loops
 from tillpoint.service.outbox import OutboxRelay, drain, publishable
 from tillpoint.service.ports import OutboxMessage, PublishFailed
@@ -176,7 +182,7 @@ async def test_a_relay_never_overtakes_another_holding_an_earlier_row(
     pg_engine: AsyncEngine, pg_url: str
 ) -> None:
     clock = MovableClock()
-    uow = SqlEventsUnitOfWorkFactory(pg_engine)
+    uow = SqlUnitOfWorkFactory(pg_engine)
     await drain(OutboxRelay(uow=uow, publisher=BlockingPublisher(False), clock=clock))
     payment_id = await captured_payment(pg_url)
 
@@ -211,15 +217,18 @@ async def captured_payment(url: str, *, commit: bool = True) -> str:
             order_id=order.order_id,
             buyer_id="b",
             amount=amount,
-            capture_method=CaptureMethod.AUTOMATIC,
+            capture_method=CaptureMethod.MANUAL,
             provider="mock",
             payment_method=PaymentMethod(last4="4242"),
             snapshot_id=None,
             request_key=None,
             now=now,
         )
-        payment.authorized(amount, "mock_x", now, "test")
-        payment.captured(amount, "txn_x", "mock_x", now, "test")
+        for status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
+            said = Outcome(status, "mock_x", amount.minor, amount.currency)
+            payment.apply(
+                said, op=None, now=now, source="test", check_at=now, transaction_id="txn_x"
+            )
         async with container.deps.uow() as uow:
             await uow.orders.add(order)
             await uow.payments.add(payment)
@@ -245,7 +254,7 @@ async def test_broker_outage_loses_nothing_and_publishes_nothing_rolled_back(
         reconnect_interval=0.3,
     )
     relay = OutboxRelay(
-        uow=SqlEventsUnitOfWorkFactory(rabbit_container.engine),
+        uow=SqlUnitOfWorkFactory(rabbit_container.engine),
         publisher=publisher,
         clock=rabbit_container.deps.clock,
     )
