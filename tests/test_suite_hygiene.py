@@ -70,7 +70,7 @@ def test_the_suite_refuses_to_start_on_the_test_database() -> None:
         "TILLPOINT_TEST_DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:5432/test",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/domain"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/unit/domain"],
         cwd=ROOT,
         env=env,
         capture_output=True,

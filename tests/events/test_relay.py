@@ -27,7 +27,13 @@ from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.bootstrap import Container, build, outbox_relay
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, Order
-from tillpoint.domain.payment import CaptureMethod, Payment, PaymentMethod
+from tillpoint.domain.payment import (
+    CaptureMethod,
+    Outcome,
+    Payment,
+    PaymentMethod,
+    ProviderStatus,
+)
 from tillpoint.entrypoints.worker import default_loops
 from tillpoint.service.outbox import OutboxRelay, publishable
 from tillpoint.service.ports import OutboxMessage, PublishFailed
@@ -196,15 +202,18 @@ async def captured_payment(url: str, *, commit: bool = True) -> str:
             order_id=order.order_id,
             buyer_id="b",
             amount=amount,
-            capture_method=CaptureMethod.AUTOMATIC,
+            capture_method=CaptureMethod.MANUAL,
             provider="mock",
             payment_method=PaymentMethod(last4="4242"),
             snapshot_id=None,
             request_key=None,
             now=now,
         )
-        payment.authorized(amount, "mock_x", now, "test")
-        payment.captured(amount, "txn_x", "mock_x", now, "test")
+        for status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
+            said = Outcome(status, "mock_x", amount.minor, amount.currency)
+            payment.apply(
+                said, op=None, now=now, source="test", check_at=now, transaction_id="txn_x"
+            )
         async with container.deps.uow() as uow:
             await uow.orders.add(order)
             await uow.payments.add(payment)

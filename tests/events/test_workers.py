@@ -35,7 +35,13 @@ from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container, build
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, Order
-from tillpoint.domain.payment import CaptureMethod, Payment, PaymentMethod
+from tillpoint.domain.payment import (
+    CaptureMethod,
+    Outcome,
+    Payment,
+    PaymentMethod,
+    ProviderStatus,
+)
 from tillpoint.service.orders import CreateOrder, create_order
 from tillpoint.service.payments import (
     CreatePayment,
@@ -165,11 +171,15 @@ async def burst(container: Container, count: int) -> list[str]:
                 request_key=None,
                 now=now,
             )
-            payment.authorized(amount, None, now, "test")
-            payment.captured(amount, "txn_test", None, now, "test")
+            for status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
+                said = Outcome(status, None, amount.minor, amount.currency)
+                payment.apply(
+                    said, op=None, now=now, source="test", check_at=now, transaction_id="txn_test"
+                )
             for part in (300, 700):
-                refund, _ = payment.begin_refund(Money(part, "EUR"), None, now)
-                payment.refund_succeeded(refund, now, "test")
+                refund, op = payment.begin_refund(Money(part, "EUR"), None, now)
+                said = Outcome(ProviderStatus.REFUNDED, None, part, "EUR")
+                payment.apply(said, op=op, now=now, source="test", check_at=now, refund=refund)
             await uow.orders.add(order)
             await uow.payments.add(payment)
             ids.append(payment.id)

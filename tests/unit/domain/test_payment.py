@@ -2,75 +2,60 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
+from tests.unit.domain.support import NOW, apply, captured, says
 from tillpoint.domain.cards import carries_raw_card_data
 from tillpoint.domain.money import Money
-from tillpoint.domain.payment import (
-    CaptureMethod,
-    Payment,
-    PaymentMethod,
-    PaymentStatus,
-    RefundStatus,
-)
+from tillpoint.domain.payment import PaymentStatus, ProviderStatus, RefundStatus
+from tillpoint.domain.payment import events as ev
 
-NOW = datetime(2026, 11, 23, 10, 30, tzinfo=UTC)
-
-
-def captured(minor: int = 10_000) -> Payment:
-    payment = Payment.initiate(
-        order_id="ord-1",
-        buyer_id="buyer-1",
-        amount=Money(minor, "USD"),
-        capture_method=CaptureMethod.AUTOMATIC,
-        provider="mock",
-        payment_method=PaymentMethod(token="pm_card_visa"),
-        snapshot_id=None,
-        request_key=None,
-        now=NOW,
-    )
-    payment.begin_confirmation(NOW, None)
-    payment.captured(payment.amount, "txn_1", "pi_1", NOW, "test")
-    payment.take_events()
-    return payment
+P = ProviderStatus
 
 
 class TestRefundSignals:
     def test_a_late_success_for_a_failed_refund_is_a_recorded_no_op(self) -> None:
         """Its amount was released and refunded again: counting it would exceed the capture."""
         payment = captured()
-        failed, _ = payment.begin_refund(None, None, NOW)
-        payment.refund_failed(failed, "provider_error", "boom", NOW, "api")
-        again, _ = payment.begin_refund(None, None, NOW)
-        assert payment.refund_succeeded(again, NOW, "api")
+        failed, failed_op = payment.begin_refund(None, None, NOW)
+        apply(
+            payment,
+            says(P.FAILED, payment, failure_code="provider_error"),
+            failed_op,
+            refund=failed,
+        )
+        again, again_op = payment.begin_refund(None, None, NOW)
+        assert apply(payment, says(P.REFUNDED, payment), again_op, refund=again).refunded
         payment.take_events()
 
-        assert not payment.refund_succeeded(failed, NOW, "webhook")
+        late = apply(payment, says(P.REFUNDED, payment), failed_op, refund=failed, source="webhook")
 
+        assert not late.moved
         assert failed.status is RefundStatus.FAILED
         assert (payment.refunded_minor, payment.captured_minor) == (10_000, 10_000)
         assert payment.status is PaymentStatus.REFUNDED
         [event] = payment.take_events()
-        assert event.event_type == "STALE_SIGNAL_IGNORED"
-        assert event.routing_key is None
+        assert isinstance(event, ev.StaleSignalIgnored)
+        assert event.signal == f"refund_succeeded:{failed.id}"
+        assert not isinstance(event, ev.Published)
         payment.check_invariants()
 
     def test_a_repeated_success_changes_nothing(self) -> None:
         payment = captured()
-        refund, _ = payment.begin_refund(Money(2_500, "USD"), None, NOW)
-        assert payment.refund_succeeded(refund, NOW, "api")
+        refund, op = payment.begin_refund(Money(2_500, "USD"), None, NOW)
+        assert apply(payment, says(P.REFUNDED, payment, 2_500), op, refund=refund).refunded
         sequence = payment.sequence
-        assert not payment.refund_succeeded(refund, NOW, "webhook")
+        again = apply(payment, says(P.REFUNDED, payment, 2_500), op, refund=refund)
+        assert not again.moved
         assert (payment.refunded_minor, payment.sequence) == (2_500, sequence)
         assert payment.status is PaymentStatus.PARTIALLY_REFUNDED
 
     def test_a_failure_after_success_changes_nothing(self) -> None:
         payment = captured()
-        refund, _ = payment.begin_refund(None, None, NOW)
-        assert payment.refund_succeeded(refund, NOW, "api")
-        payment.refund_failed(refund, "late", "late", NOW, "webhook")
+        refund, op = payment.begin_refund(None, None, NOW)
+        assert apply(payment, says(P.REFUNDED, payment), op, refund=refund).refunded
+        late = says(P.FAILED, payment, failure_code="late")
+        assert not apply(payment, late, op, refund=refund, source="webhook").moved
         assert refund.status is RefundStatus.SUCCEEDED
         assert payment.refunded_minor == 10_000
         assert payment.refund_pending_minor == 0

@@ -1,0 +1,1 @@
+"""Unit tests: the domain and the service use cases, against in-memory fakes of the ports."""

@@ -1,0 +1,1 @@
+"""The service use cases against the fakes of tests/unit/fakes.py."""
