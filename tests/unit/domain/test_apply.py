@@ -144,9 +144,9 @@ TABLE: dict[str, dict[ProviderStatus, Row]] = {
     "capture": {
         P.PROCESSING: (S.AUTHORIZED, OPEN, [STALE]),
         P.REQUIRES_ACTION: (S.AUTHORIZED, OPEN, [STALE]),
-        # The provider reports the hold it has: stale for the payment, and the capture
-        # operation counts as answered although nothing was captured.
-        P.AUTHORIZED: (S.AUTHORIZED, DONE, [STALE]),
+        # The provider still holds the authorization: nothing was captured yet, so the capture
+        # stays open and is asked about again (never settled by guess).
+        P.AUTHORIZED: (S.AUTHORIZED, OPEN, []),
         P.CAPTURED: (S.CAPTURED, DONE, [CAPTURED]),
         P.FAILED: (S.AUTHORIZED, FAIL, [CAPTURE_FAILED]),
         P.CANCELED: (S.CANCELED, FAIL, [VOIDED]),  # the hold is gone at the provider
@@ -156,14 +156,14 @@ TABLE: dict[str, dict[ProviderStatus, Row]] = {
     "void": {
         P.PROCESSING: (S.AUTHORIZED, OPEN, [STALE]),
         P.REQUIRES_ACTION: (S.AUTHORIZED, OPEN, [STALE]),
-        # As for a capture: the void counts as answered, the payment stays authorized.
-        P.AUTHORIZED: (S.AUTHORIZED, DONE, [STALE]),
+        # As for a capture: the void has not happened yet and is asked about again.
+        P.AUTHORIZED: (S.AUTHORIZED, OPEN, []),
         # Captured before the void arrived: the payment follows the money, and the void
-        # operation is recorded as succeeded.
-        P.CAPTURED: (S.CAPTURED, DONE, [CAPTURED]),
+        # failed.
+        P.CAPTURED: (S.CAPTURED, FAIL, [CAPTURED]),
         P.FAILED: (S.AUTHORIZED, FAIL, []),
         P.CANCELED: (S.CANCELED, DONE, [VOIDED]),
-        P.REFUNDED: (S.CAPTURED, DONE, [CAPTURED]),
+        P.REFUNDED: (S.CAPTURED, FAIL, [CAPTURED]),
         P.DISPUTED: (S.AUTHORIZED, OPEN, []),
     },
     "refund": {
@@ -177,7 +177,9 @@ TABLE: dict[str, dict[ProviderStatus, Row]] = {
         P.DISPUTED: _REFUND_STILL_OPEN,
     },
     "signal_to_initiated": {
-        status: (after, None, events) for status, (after, _, events) in _CONFIRMATION.items()
+        **{status: (after, None, events) for status, (after, _, events) in _CONFIRMATION.items()},
+        # Money back with no refund of ours waiting: nothing to settle, nothing moves.
+        P.REFUNDED: (S.INITIATED, None, [STALE]),
     },
     "signal_to_authorized": {
         P.PROCESSING: (S.AUTHORIZED, None, [STALE]),
@@ -186,7 +188,7 @@ TABLE: dict[str, dict[ProviderStatus, Row]] = {
         P.CAPTURED: (S.CAPTURED, None, [CAPTURED]),
         P.FAILED: (S.AUTHORIZED, None, [STALE]),
         P.CANCELED: (S.CANCELED, None, [VOIDED]),
-        P.REFUNDED: (S.CAPTURED, None, [CAPTURED]),
+        P.REFUNDED: (S.AUTHORIZED, None, [STALE]),
         P.DISPUTED: (S.AUTHORIZED, None, []),
     },
     "signal_to_captured": _SIGNAL_TO_CAPTURED,
@@ -244,16 +246,15 @@ def test_an_answer_moves_the_payment_by_the_table(
     for event in recorded:
         if isinstance(event, ev.PaymentCaptured):
             assert event.amount == payment.amount
-            assert event.transaction_id == op.id  # the ledger row the money belongs to
+            # The ledger row the money belongs to; never a void's (it did not take the money).
+            expected_row = "txn_signal" if op.kind is K.VOID else op.id
+            assert event.transaction_id == expected_row
     payment.check_invariants()
 
 
-@pytest.mark.parametrize("status", [P.CAPTURED, P.REFUNDED])
-def test_a_capture_no_operation_waits_for_names_the_given_ledger_row(
-    status: ProviderStatus,
-) -> None:
+def test_a_capture_no_operation_waits_for_names_the_given_ledger_row() -> None:
     payment = authorized()
-    apply(payment, says(status, payment), None, transaction_id="txn_signal")
+    apply(payment, says(P.CAPTURED, payment), None, transaction_id="txn_signal")
     [event] = payment.take_events()
     assert isinstance(event, ev.PaymentCaptured)
     assert (event.transaction_id, event.source) == ("txn_signal", "test")
@@ -401,3 +402,18 @@ def test_no_answer_moves_the_payment_by_the_table(
         assert isinstance(confirmed, ev.ProviderConfirmed)
         assert confirmed.reason == "provider_timeout"
     payment.check_invariants()
+
+
+@pytest.mark.parametrize("status", [P.FAILED, P.CANCELED, P.AUTHORIZED])
+def test_an_answer_about_a_settled_operation_changes_nothing(status: ProviderStatus) -> None:
+    """A late or repeated answer (a webhook after our own call settled the sale) leaves the
+    operation as it ended and the payment where it is, and says so in the audit trail."""
+    payment = new_payment()
+    op = payment.begin_confirmation(NOW, None)
+    apply(payment, says(P.CAPTURED, payment), op)
+    payment.take_events()
+    change = apply(payment, says(status, payment), op)
+    assert (op.status, payment.status, change.moved) == (DONE, S.CAPTURED, False)
+    [event] = payment.take_events()
+    assert isinstance(event, ev.StaleSignalIgnored)
+    assert event.signal == f"sale:{status.value.lower()}"

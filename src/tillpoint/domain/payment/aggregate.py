@@ -282,7 +282,9 @@ class Payment:
         that stays open is asked about again at `check_at`.
         """
         before, refunded = self.status, self.refunded_minor
-        if isinstance(outcome, NoAnswer):
+        if op is not None and not op.open:
+            self._answered_again(outcome, op, refund, now, source)
+        elif isinstance(outcome, NoAnswer):
             assert op is not None, "only a call we made can go unanswered"
             self._unanswered(op, outcome, refund, now, source, check_at)
         else:
@@ -318,6 +320,25 @@ class Payment:
             case (K.VOID, P.CANCELED):
                 assert op is not None
                 self._cancel(op.reason, now, source)
+            case (_, P.DISPUTED):
+                return  # a chargeback moves no payment state and settles no operation
+            case (None, P.REFUNDED):
+                # Money back with no refund of ours waiting for it: nothing to settle here.
+                return self.ignore_stale("refunded", now, source)
+            case (K.VOID, P.CAPTURED | P.REFUNDED):
+                # Captured before the void reached it: the payment follows the money, and the
+                # void did not happen.
+                assert op is not None
+                captured = transaction_id or result.provider_payment_id or op.id
+                self._capture(amount, captured, result.provider_payment_id, now, source)
+                op.fail(now, "already_captured", "the payment was captured before the void")
+                return
+            case (K.VOID | K.CAPTURE, P.AUTHORIZED):
+                # The provider still holds the authorization: this capture or void has not
+                # happened (yet). Never settled by guess: asked about again.
+                assert op is not None
+                op.reschedule(now, "the provider still holds the authorization", check_at)
+                return
             case (K.VOID | K.CAPTURE, P.FAILED):
                 assert op is not None
                 op.fail(now, result.failure_code, result.failure_message)
@@ -358,14 +379,33 @@ class Payment:
                 if op is not None:
                     op.reschedule(now, "provider is processing", check_at)
                 return
-            case (_, P.DISPUTED):
-                return  # a chargeback moves no payment state (the webhook is kept)
         if op is None:
             return
         if result.status is P.FAILED:
             op.fail(now, result.failure_code, result.failure_message)
         else:
             op.succeed(now, result.reference)
+
+    def _answered_again(
+        self,
+        outcome: Outcome | NoAnswer,
+        op: Operation,
+        refund: Refund | None,
+        now: datetime,
+        source: str,
+    ) -> None:
+        """An answer about an operation already settled (a repeated or late signal): the
+        operation stays as it ended; a refund's own rule decides (a settled refund stays
+        settled), anything else is a recorded no-op."""
+        if refund is not None and isinstance(outcome, Outcome):
+            if outcome.status is P.REFUNDED:
+                return self._refund_succeeded(refund, now, source)
+            if outcome.status is P.FAILED:
+                return self._refund_failed(
+                    refund, outcome.failure_code, outcome.failure_message, now, source
+                )
+        signal = outcome.status.value if isinstance(outcome, Outcome) else outcome.code
+        self.ignore_stale(f"{op.kind.value.lower()}:{signal.lower()}", now, source)
 
     def _unanswered(
         self,
