@@ -4,6 +4,9 @@ that moves a payment when the outside world says how an operation ended.
 Commands from clients that would break the transition table raise `InvalidStateTransition`;
 signals (our calls' answers, webhooks, reconciliation) that arrive for a state already passed
 are recorded as `StaleSignalIgnored` and change nothing.
+
+Longer than the project's other modules on purpose: the guards of the commands, the one
+outcome rule and the transitions it calls are read (and changed) together.
 """
 
 from __future__ import annotations
