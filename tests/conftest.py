@@ -32,18 +32,16 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 from sqlalchemy.engine import URL, make_url
 
+from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
 from tillpoint.adapters.db import migrate
 from tillpoint.bootstrap import Container, build
 from tillpoint.config import ApiKey, Settings
-from tillpoint.entrypoints.api.app import create_app
 
 CI = os.environ.get("CI", "").lower() == "true"
 DATABASE_URL_VARIABLE = "TILLPOINT_TEST_DATABASE_URL"
@@ -171,17 +169,23 @@ _created: set[str] = set()
 _created_lock = threading.Lock()
 
 
-def create_database() -> str:
-    """Create a new, empty `tillpoint_test_<random>` database; returns its URL."""
+def create_database(template: str | None = None) -> str:
+    """Create a new `tillpoint_test_<random>` database, empty or a copy of `template` (a
+    database this process created, that nobody is connected to); returns its URL."""
     import asyncpg
 
     server = make_url(PG_SERVER_URL)
     name = f"{CREATED_PREFIX}{secrets.token_hex(6)}"
+    if template is not None:
+        with _created_lock:
+            if template not in _created:
+                raise ValueError(f"{template!r} was not created by this test run")
+    copy = f' TEMPLATE "{template}"' if template is not None else ""
 
     async def create() -> None:
         conn = await asyncpg.connect(**_asyncpg_args(server))
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"{copy}')
             with _created_lock:
                 _created.add(name)
             await conn.execute(
@@ -380,27 +384,8 @@ async def container(database_url: str, clock: MovableClock) -> AsyncIterator[Con
 
 @pytest.fixture
 async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container=container, run_workers=False)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(
-            transport=transport,
-            base_url="http://tillpoint.test",
-            event_hooks={"response": [scan_response]},
-        ) as http:
-            yield http
-
-
-async def scan_response(response: httpx.Response) -> None:
-    """Every answer the API gives a test is scanned for card data at the end of the run."""
-    from tests.security.scan import note
-
-    if response.request.url.path == "/metrics":  # measurements (long float digits), no user data
-        return
-    body = (await response.aread()).decode("utf-8", "replace")
-    request = response.request
-    source = f"{request.method} {request.url.path}"
-    note(source, f"{response.headers} {body}", sent=unquote(str(request.url)))
+    async with asgi_client(container) as http:
+        yield http
 
 
 def headers(key: str, idempotency_key: str | None = None) -> dict[str, str]:

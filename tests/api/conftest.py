@@ -1,20 +1,22 @@
 """A small client vocabulary for the behaviour tests: orders, payments and their records.
 
-Every helper goes through HTTP; the assertions about rows use the container's engine, so
-each test proves what a client sees *and* what the database keeps.
+`Api` binds a client and its container; its orders and payments are the shared steps of
+`tests/support/flows.py` at this suite's defaults (USD). Every helper goes through HTTP; the
+assertions about rows use the container's engine, so each test proves what a client sees *and*
+what the database keeps.
 """
 
 from __future__ import annotations
 
 import json
-import secrets
 from typing import Any
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import ADMIN_KEY, CUSTOMER_SUBJECT, SERVICE_KEY, headers, new_key
+from tests.conftest import CUSTOMER_SUBJECT, SERVICE_KEY, headers, new_key
+from tests.support import flows
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container
 
@@ -49,13 +51,7 @@ class Api:
     async def order(
         self, amount: str = "100.00", currency: str = "USD", buyer_id: str = CUSTOMER_SUBJECT
     ) -> str:
-        order_id = f"ord-{secrets.token_hex(6)}"
-        response = await self.post(
-            "/api/v1/orders",
-            {"order_id": order_id, "buyer_id": buyer_id, "amount": amount, "currency": currency},
-        )
-        assert response.status_code == 201, response.text
-        return order_id
+        return await flows.create_order(self.client, amount, currency, buyer_id=buyer_id)
 
     async def payment(
         self,
@@ -66,18 +62,14 @@ class Api:
         method: dict[str, Any] | None = None,
         capture_method: str = "automatic",
     ) -> dict[str, Any]:
-        response = await self.post(
-            "/api/v1/payments",
-            {
-                "order_id": order_id,
-                "amount": amount,
-                "currency": currency,
-                "capture_method": capture_method,
-                "payment_method": method or {"token": "pm_card_visa"},
-            },
+        created = await flows.create_payment(
+            self.client,
+            order_id,
+            amount,
+            currency=currency,
+            capture_method=capture_method,
+            payment_method=method or {"token": "pm_card_visa"},
         )
-        assert response.status_code == 201, response.text
-        created: dict[str, Any] = response.json()
         assert created["status"] == "INITIATED"
         return created
 
@@ -97,33 +89,19 @@ class Api:
         created = await self.payment(
             order_id, amount, currency, method=method, capture_method=capture_method
         )
-        response = await self.confirm(created["payment_id"])
-        assert response.status_code == 200, response.text
-        confirmed: dict[str, Any] = response.json()
-        return confirmed
+        return await flows.confirm(self.client, created["payment_id"])
 
     async def payment_state(self, payment_id: str) -> dict[str, Any]:
-        response = await self.get(f"/api/v1/payments/{payment_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return await flows.payment(self.client, payment_id)
 
     async def order_state(self, order_id: str) -> dict[str, Any]:
-        response = await self.get(f"/api/v1/orders/{order_id}")
-        assert response.status_code == 200, response.text
-        body: dict[str, Any] = response.json()
-        return body
+        return await flows.order(self.client, order_id)
 
     async def ledger(self, order_id: str) -> list[dict[str, Any]]:
-        response = await self.get(f"/api/v1/admin/orders/{order_id}/payments", key=ADMIN_KEY)
-        assert response.status_code == 200, response.text
-        data: list[dict[str, Any]] = response.json()["data"]
-        return data
+        return await flows.ledger(self.client, order_id)
 
     async def event_types(self, payment_id: str) -> list[str]:
-        response = await self.get(f"/api/v1/payments/{payment_id}/events")
-        assert response.status_code == 200, response.text
-        return [e["event_type"] for e in response.json()["data"]]
+        return await flows.event_types(self.client, payment_id)
 
     async def outbox(self, payment_id: str) -> list[tuple[str, int, dict[str, Any]]]:
         """`(routing_key, sequence, body)` of the payment's outbox rows, in insertion order."""

@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from asgi_lifespan import LifespanManager
 
 from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, CUSTOMER_KEY, SERVICE_KEY, headers, new_key
+from tests.support.asgi import asgi_client
 from tillpoint.bootstrap import Container
 from tillpoint.entrypoints.api.app import create_app
 
@@ -120,10 +120,8 @@ class TestRequestIds:
         async def boom() -> None:
             raise RuntimeError("a bug")
 
-        async with LifespanManager(app):
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-                response = await http.get("/boom", headers={"X-Request-ID": "trace-500"})
+        async with asgi_client(app=app) as http:
+            response = await http.get("/boom", headers={"X-Request-ID": "trace-500"})
         body = assert_problem(response, 500, "internal_error")
         assert body["request_id"] == "trace-500"
         assert "a bug" not in response.text

@@ -15,8 +15,8 @@ import uvicorn
 
 from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key, settings_for
+from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
-from tests.webhooks.support import client_for
 from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.providers.mock import CARDS
 from tillpoint.bootstrap import Container, build
@@ -315,7 +315,7 @@ class TestSizeLimits:
         settings = settings_for(database_url, max_body_bytes=2048, max_header_bytes=8192)
         container = build(settings, clock=MovableClock())
         try:
-            async with client_for(container) as http:
+            async with asgi_client(container) as http:
                 big_body = await http.post("/api/v1/webhooks/mock", content=b"{}" + b" " * 2048)
                 assert_problem(big_body, 413, "payload_too_large")
                 big_headers = await http.get("/healthz", headers={"x-pad": "a" * 8200})

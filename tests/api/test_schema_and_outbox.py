@@ -9,13 +9,10 @@ import json
 import os
 import re
 import secrets
-import socket
-import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, closing
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,48 +21,38 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
-from asgi_lifespan import LifespanManager
-from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.schema import CreateIndex
 
 from tests.api.conftest import Api
 from tests.conftest import (
     API_KEYS,
     MOCK_WEBHOOK_SECRET,
     SERVICE_KEY,
+    free_port,
     headers,
     new_key,
     postgres_url,
     settings_for,
 )
 from tests.security.scan import numeric_id
+from tests.support import flows
+from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
+from tests.support.server import start_server
 from tillpoint.adapters.db import migrate
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container, build
-from tillpoint.entrypoints.api.app import create_app
 from tillpoint.service.messages import order_id_value
 
 TILLPOINT = Path(sys.executable).parent / "tillpoint"
 BEHIND = ScriptDirectory.from_config(migrate.alembic_config("")).get_revision("head").down_revision
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @asynccontextmanager
 async def serving(container: Container) -> AsyncIterator[Api]:
-    app = create_app(container=container, run_workers=False)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tillpoint.test") as http:
-            yield Api(http, container)
+    async with asgi_client(container) as http:
+        yield Api(http, container)
 
 
 @asynccontextmanager
@@ -181,66 +168,14 @@ class TestSchemaBehindTheCode:
     @pytest.mark.slow
     def test_embedded_serve_still_migrates_a_fresh_database(self, tmp_path: Path) -> None:
         url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
-        port = free_port()
-        env = _env(url, tmp_path / "state")
-        del env["TILLPOINT_API_KEYS"]  # the embedded default: dev keys on first start
-        process = subprocess.Popen(
-            [str(TILLPOINT), "serve", "--port", str(port)],
-            env=env,
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        # Without API keys: the embedded default, dev keys on first start.
+        server = start_server(url, tmp_path, without=["api_keys"])
         try:
-            deadline = time.monotonic() + 60
-            ready: httpx.Response | None = None
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    ready = httpx.get(f"http://127.0.0.1:{port}/healthz/ready", timeout=2)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.2)
+            ready = httpx.get(f"{server.base_url}/healthz/ready", timeout=10)
         finally:
-            process.terminate()
-            try:
-                _out, stderr = process.communicate(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                _out, stderr = process.communicate()
-        assert ready is not None, f"serve did not come up: {stderr[-2000:]}"
+            server.kill()
         assert ready.status_code == 200, ready.text
         assert ready.json()["checks"]["database"] == "UP"
-
-
-class TestPartialIndexesMatchTheMigrations:
-    def test_the_predicates_derived_from_the_status_sets_are_the_migrated_ones(
-        self, tmp_path: Path
-    ) -> None:
-        """tables.py derives each partial index's `status IN (...)` from the domain's status
-        sets; the migrations spell it out. SQLite keeps every index's CREATE statement as it was
-        run, so a status set that changed without a migration shows up here."""
-        path = tmp_path / "migrated.db"
-        migrate.upgrade(f"sqlite+aiosqlite:///{path}")
-        with closing(sqlite3.connect(path)) as db:
-            migrated = dict(
-                db.execute(
-                    "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
-                )
-            )
-        partial = [
-            index
-            for table in t.metadata.sorted_tables
-            for index in table.indexes
-            if index.dialect_options["sqlite"]["where"] is not None
-        ]
-        assert {index.name for index in partial} >= {
-            "uq_payments_one_active_per_order",
-            "ix_payment_transactions_due",
-            "ix_webhook_events_due",
-        }
-        for index in partial:
-            assert migrated[index.name] == str(CreateIndex(index).compile(dialect=sqlite_dialect()))
 
 
 # -- the outbox backlog, read from the database --------------------------------------------------
@@ -310,25 +245,12 @@ class TestOutboxBacklog:
 
 
 async def _order(api: Api, order_id: str, amount: str = "49.99") -> None:
-    response = await api.post(
-        "/api/v1/orders",
-        {"order_id": order_id, "buyer_id": "buyer-1", "amount": amount, "currency": "USD"},
-    )
-    assert response.status_code == 201, response.text
+    await flows.create_order(api.client, amount, "USD", order_id=order_id)
 
 
 async def _pay(api: Api, order_id: str, token: str, amount: str = "49.99") -> httpx.Response:
-    created = await api.post(
-        "/api/v1/payments",
-        {
-            "order_id": order_id,
-            "amount": amount,
-            "currency": "USD",
-            "payment_method": {"token": token},
-        },
-    )
-    assert created.status_code == 201, created.text
-    return await api.confirm(created.json()["payment_id"])
+    created = await flows.create_payment(api.client, order_id, amount, token=token, currency="USD")
+    return await api.confirm(created["payment_id"])
 
 
 def _numeric_order_id() -> str:

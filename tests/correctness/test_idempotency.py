@@ -9,8 +9,8 @@ import httpx
 
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key
 from tests.correctness.helpers import idempotent_hits, moved, scalar
-from tests.e2e.helpers import confirm, create_order, create_payment, payment_body
 from tests.support.clock import MovableClock
+from tests.support.flows import confirm, create_order, create_payment, payment_body
 from tillpoint.bootstrap import Container
 from tillpoint.service.idempotency import fingerprint
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key, settings_for
 from tests.correctness.helpers import moved, scalar
-from tests.e2e.helpers import confirm, create_order, create_payment
 from tests.support.clock import MovableClock
+from tests.support.flows import confirm, create_order, create_payment
 from tillpoint.adapters.db import tables
 from tillpoint.bootstrap import Container, build
 from tillpoint.domain.order import ChangeContext

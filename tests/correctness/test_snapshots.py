@@ -10,8 +10,8 @@ import httpx
 
 from tests.conftest import SERVICE_KEY, headers, new_key
 from tests.correctness.helpers import moved
-from tests.e2e.helpers import create_order, payment_body
 from tests.support.clock import MovableClock
+from tests.support.flows import create_order, payment_body
 
 SNAPSHOT_TTL = timedelta(minutes=15)
 

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key
 from tests.e2e.conftest import scalar
-from tests.e2e.helpers import confirm, create_order, create_payment, payment_body
+from tests.support.flows import confirm, create_order, create_payment, payment_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

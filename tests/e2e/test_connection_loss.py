@@ -33,7 +33,7 @@ from tests.conftest import (
     new_key,
     postgres_url,
 )
-from tests.e2e.conftest import migrate, start_server
+from tests.support.server import migrate, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -29,9 +29,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key
-from tests.e2e.conftest import Server, scalar, start_server
-from tests.e2e.helpers import confirm, create_order, create_payment, payment_body
+from tests.e2e.conftest import scalar
 from tests.e2e.test_crash_recovery import retry_until_not_in_use
+from tests.support.flows import confirm, create_order, create_payment, payment_body
+from tests.support.server import Server, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

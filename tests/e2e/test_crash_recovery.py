@@ -13,8 +13,9 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SERVICE_KEY, headers, new_key
-from tests.e2e.conftest import scalar, start_server
-from tests.e2e.helpers import create_order, create_payment
+from tests.e2e.conftest import scalar
+from tests.support.flows import create_order, create_payment
+from tests.support.server import start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -16,9 +16,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SERVICE_KEY, headers, new_key
-from tests.e2e.conftest import scalar, start_server
-from tests.e2e.helpers import create_order, create_payment
+from tests.e2e.conftest import scalar
 from tests.e2e.test_crash_recovery import retry_until_not_in_use
+from tests.support.flows import create_order, create_payment
+from tests.support.server import start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 

@@ -17,16 +17,15 @@ import aio_pika
 import httpx
 import pytest
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustConnection
-from asgi_lifespan import LifespanManager
 
 from tests.conftest import need_service, postgres_url, settings_for
 from tests.events.contract import PUBLISHED, violations
 from tests.security.scan import note
+from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
 from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange, unrouted_name
 from tillpoint.adapters.db import migrate
 from tillpoint.bootstrap import Container, build
-from tillpoint.entrypoints.api.app import create_app
 from tillpoint.service.outbox import OutboxRelay
 
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
@@ -229,17 +228,9 @@ async def rabbit_container(pg_url: str, broker: Broker) -> AsyncIterator[Contain
         await current.aclose()
 
 
-async def api_client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container=container, run_workers=False)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tillpoint.test") as http:
-            yield http
-
-
 @pytest.fixture
 async def rabbit_client(rabbit_container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    async for http in api_client(rabbit_container):
+    async with asgi_client(rabbit_container) as http:
         yield http
 
 

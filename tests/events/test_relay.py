@@ -1,12 +1,11 @@
-"""The outbox relay: the in-process default, the per-payment ordering rule, two relays on one
-PostgreSQL, and a broker outage against the real RabbitMQ."""
+"""The outbox relay: the in-process default, the per-payment ordering rule and a broker outage
+against the real RabbitMQ. (Two relays on one PostgreSQL: tests/integration/test_outbox.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -15,25 +14,17 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests.conftest import SERVICE_KEY, closed_port, headers, new_key, settings_for
-from tests.events.conftest import Broker, TcpProxy, api_client, drain
-from tests.support.clock import MovableClock
+from tests.events.conftest import Broker, TcpProxy, drain
+from tests.support import flows
+from tests.support.asgi import asgi_client
 from tests.support.publisher import RecordingPublisher
+from tests.support.records import captured_payment
 from tillpoint.adapters.brokers.inprocess import InProcessBroker
 from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.db import tables as t
-from tillpoint.adapters.db.engine import make_engine
 from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
 from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.bootstrap import Container, build, outbox_relay
-from tillpoint.domain.money import Money
-from tillpoint.domain.order import ChangeContext, Order
-from tillpoint.domain.payment import (
-    CaptureMethod,
-    Outcome,
-    Payment,
-    PaymentMethod,
-    ProviderStatus,
-)
 from tillpoint.entrypoints.worker import default_loops
 from tillpoint.service.outbox import OutboxRelay, publishable
 from tillpoint.service.ports import OutboxMessage, PublishFailed
@@ -70,25 +61,10 @@ class TestPublishable:
 
 
 async def pay(http: httpx.AsyncClient, card: str = "pm_card_visa") -> str:
-    order_id = f"ord-{new_key()}"
-    created = await http.post(
-        "/api/v1/orders",
-        json={"order_id": order_id, "buyer_id": "b", "amount": "10.00", "currency": "EUR"},
-        headers=headers(SERVICE_KEY, new_key()),
-    )
-    assert created.status_code == 201, created.text
-    payment = await http.post(
-        "/api/v1/payments",
-        json={
-            "order_id": order_id,
-            "amount": "10.00",
-            "currency": "EUR",
-            "payment_method": {"token": card},
-        },
-        headers=headers(SERVICE_KEY, new_key()),
-    )
-    assert payment.status_code == 201, payment.text
-    payment_id: str = payment.json()["payment_id"]
+    order_id = await flows.create_order(http, "10.00", buyer_id="b")
+    payment_id: str = (await flows.create_payment(http, order_id, "10.00", token=card))[
+        "payment_id"
+    ]
     confirmed = await http.post(
         f"/api/v1/payments/{payment_id}/confirm", headers=headers(SERVICE_KEY, new_key())
     )
@@ -129,99 +105,6 @@ async def test_in_process_broker_is_the_default(
 
 def published_total() -> float:
     return REGISTRY.get_sample_value("outbox_published_total") or 0.0
-
-
-class BlockingPublisher:
-    """Publishes into a list; the first publish waits until released (a slow broker)."""
-
-    def __init__(self, block: bool) -> None:
-        self.published: list[OutboxMessage] = []
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-        if not block:
-            self.release.set()
-
-    async def publish(self, message: OutboxMessage) -> None:
-        self.entered.set()
-        await self.release.wait()
-        self.published.append(message)
-
-    async def healthy(self) -> bool:
-        return True
-
-    async def close(self) -> None:
-        return None
-
-
-@pytest.fixture
-async def pg_engine(pg_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = make_engine(pg_url, pool_size=4)
-    try:
-        yield engine
-    finally:
-        await engine.dispose()
-
-
-@pytest.mark.postgres
-async def test_a_relay_never_overtakes_another_holding_an_earlier_row(
-    pg_engine: AsyncEngine, pg_url: str
-) -> None:
-    clock = MovableClock()
-    uow = SqlUnitOfWorkFactory(pg_engine)
-    await drain(OutboxRelay(uow=uow, publisher=BlockingPublisher(False), clock=clock))
-    payment_id = await captured_payment(pg_url)
-
-    first = BlockingPublisher(block=True)
-    slow = OutboxRelay(uow=uow, publisher=first, clock=clock, batch_size=1)
-    slow_batch = asyncio.create_task(slow.relay_batch())
-    await asyncio.wait_for(first.entered.wait(), timeout=10)  # holds sequence 1, unconfirmed
-    second = BlockingPublisher(block=False)
-    fast = OutboxRelay(uow=uow, publisher=second, clock=clock)
-
-    overtaking = await fast.relay_batch()  # claims sequence 2, must leave it
-
-    assert overtaking.published == 0
-    assert overtaking.held_back == 1
-    first.release.set()
-    assert (await slow_batch).published == 1
-    assert (await fast.relay_batch()).published == 1
-    assert [m.sequence for m in first.published + second.published] == [1, 2]
-    assert {m.aggregate_id for m in first.published + second.published} == {payment_id}
-
-
-async def captured_payment(url: str, *, commit: bool = True) -> str:
-    """A captured payment (sequence 1 authorized, 2 succeeded) written straight through the
-    repositories; with `commit=False` the transaction rolls back. Returns the payment id."""
-    container = build(settings_for(url))
-    try:
-        now = container.deps.clock.now()
-        ctx = ChangeContext("test")
-        amount = Money(1000, "EUR")
-        order = Order.register(f"ord-{new_key()}", "b", amount, now, ctx)
-        payment = Payment.initiate(
-            order_id=order.order_id,
-            buyer_id="b",
-            amount=amount,
-            capture_method=CaptureMethod.MANUAL,
-            provider="mock",
-            payment_method=PaymentMethod(last4="4242"),
-            snapshot_id=None,
-            request_key=None,
-            now=now,
-        )
-        for status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
-            said = Outcome(status, "mock_x", amount.minor, amount.currency)
-            payment.apply(
-                said, op=None, now=now, source="test", check_at=now, transaction_id="txn_x"
-            )
-        async with container.deps.uow() as uow:
-            await uow.orders.add(order)
-            await uow.payments.add(payment)
-            if commit:
-                await uow.commit()
-        return payment.id
-    finally:
-        await container.aclose()
 
 
 @pytest.mark.rabbitmq
@@ -296,7 +179,7 @@ async def test_readiness_reports_an_unreachable_broker(pg_url: str) -> None:
         current = build(settings_for(pg_url, broker_url=f"amqp://guest:guest@127.0.0.1:{port}/"))
         try:
             assert isinstance(current.publisher, RabbitPublisher)
-            async for http in api_client(current):
+            async with asgi_client(current) as http:
                 ready = await http.get("/healthz/ready")
                 assert ready.status_code == 503
                 checks = ready.json()["checks"]

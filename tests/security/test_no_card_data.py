@@ -24,11 +24,11 @@ import structlog
 from tests.api.conftest import Api
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers
 from tests.security.scan import card_data, database_values, find_card_numbers, findings
+from tests.support.flows import payment
 from tests.webhooks.support import (
     deliver,
     mock_event,
     new_payment,
-    payment,
     process,
     sign_mock,
     stored,

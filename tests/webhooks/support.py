@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from asgi_lifespan import LifespanManager
 from standardwebhooks import Webhook
 
-from tests.conftest import MOCK_WEBHOOK_SECRET, SERVICE_KEY, headers, new_key
+from tests.conftest import MOCK_WEBHOOK_SECRET
+from tests.support import flows
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container
 from tillpoint.domain.ids import new_id
-from tillpoint.entrypoints.api.app import create_app
 from tillpoint.service.webhooks import process_due_webhooks
 
 
@@ -71,52 +68,17 @@ async def new_payment(
     capture_method: str = "automatic",
     confirm: bool = True,
 ) -> dict[str, Any]:
-    """An order of 10.00 EUR and its payment; confirmed, a 3-D Secure card waits in
-    REQUIRES_ACTION with its provider id and an open provider operation."""
-    order_id = f"ord-{new_key()}"
-    created = await client.post(
-        "/api/v1/orders",
-        json={"order_id": order_id, "buyer_id": "b", "amount": "10.00", "currency": "EUR"},
-        headers=headers(SERVICE_KEY, new_key()),
+    """`flows.new_payment` at the webhook tests' defaults (10.00 EUR, the amount `mock_event`
+    reports): confirmed, a 3-D Secure card waits in REQUIRES_ACTION with its provider id and
+    an open provider operation."""
+    return await flows.new_payment(
+        client,
+        "10.00",
+        buyer_id="b",
+        confirmed=confirm,
+        capture_method=capture_method,
+        payment_method={"token": token},
     )
-    assert created.status_code == 201, created.text
-    pay = await client.post(
-        "/api/v1/payments",
-        json={
-            "order_id": order_id,
-            "amount": "10.00",
-            "currency": "EUR",
-            "capture_method": capture_method,
-            "payment_method": {"token": token},
-        },
-        headers=headers(SERVICE_KEY, new_key()),
-    )
-    assert pay.status_code == 201, pay.text
-    if not confirm:
-        return dict(pay.json())
-    confirmed = await client.post(
-        f"/api/v1/payments/{pay.json()['payment_id']}/confirm",
-        headers=headers(SERVICE_KEY, new_key()),
-    )
-    assert confirmed.status_code == 200, confirmed.text
-    return dict(confirmed.json())
-
-
-async def payment(client: httpx.AsyncClient, payment_id: str) -> dict[str, Any]:
-    got = await client.get(f"/api/v1/payments/{payment_id}", headers=headers(SERVICE_KEY))
-    assert got.status_code == 200, got.text
-    return dict(got.json())
-
-
-async def event_types(client: httpx.AsyncClient, payment_id: str) -> list[str]:
-    got = await client.get(f"/api/v1/payments/{payment_id}/events", headers=headers(SERVICE_KEY))
-    assert got.status_code == 200, got.text
-    return [e["event_type"] for e in got.json()["data"]]
-
-
-async def order_status(client: httpx.AsyncClient, order_id: str) -> str:
-    got = await client.get(f"/api/v1/orders/{order_id}", headers=headers(SERVICE_KEY))
-    return str(got.json()["status"])
 
 
 async def stored(container: Container, provider_event_id: str) -> list[Any]:
@@ -130,12 +92,3 @@ async def outbox_rows(container: Container, payment_id: str) -> list[Any]:
     async with container.engine.connect() as conn:
         rows = await conn.execute(sa.select(t.outbox).where(t.outbox.c.aggregate_id == payment_id))
         return list(rows)
-
-
-@asynccontextmanager
-async def client_for(container: Container) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(container=container, run_workers=False)
-    async with LifespanManager(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://tillpoint.test") as http:
-            yield http

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,16 +12,12 @@ import pytest
 
 from tests.conftest import (
     ADMIN_KEY,
-    API_KEYS,
-    MOCK_WEBHOOK_SECRET,
     SERVICE_KEY,
-    free_port,
     headers,
-    new_key,
     postgres_url,
 )
-
-TILLPOINT = Path(sys.executable).with_name("tillpoint")
+from tests.support import flows
+from tests.support.server import migrate, start_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -48,75 +39,30 @@ async def _until(check: Callable[[], Any], what: str, timeout: float = 30.0) -> 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     url = postgres_url()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {
-        # no stray TILLPOINT_* setting (a broker URL, say) reaches the server
-        **{k: v for k, v in os.environ.items() if not k.startswith("TILLPOINT_")},
-        "TILLPOINT_DATABASE_URL": url,
-        "TILLPOINT_API_KEYS": json.dumps(API_KEYS),
-        "TILLPOINT_MOCK_WEBHOOK_SECRET": MOCK_WEBHOOK_SECRET,
-        "TILLPOINT_MOCK_WEBHOOK_URL": f"{base}/api/v1/webhooks/mock",
-        "TILLPOINT_MOCK_DELAY_MS": "200",
-        "TILLPOINT_RUN_WORKERS_IN_API": "true",
-        "TILLPOINT_WEBHOOK_RETRY_BASE": "1s",  # should the webhook overtake our own commit
-        "TILLPOINT_LOG_LEVEL": "WARNING",
-        "TILLPOINT_STATE_DIR": str(tmp_path / "state"),
-    }
-    subprocess.run([str(TILLPOINT), "migrate"], env=env, check=True, capture_output=True)
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen(
-        [str(TILLPOINT), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp_path,
+    migrate(url, tmp_path)
+    process = start_server(
+        url,
+        tmp_path,
+        mock_webhook_url="http://127.0.0.1:{port}/api/v1/webhooks/mock",
+        mock_delay_ms="200",
+        run_workers_in_api="true",
+        webhook_retry_base="1s",  # should the webhook overtake our own commit
     )
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=10.0) as http:
-
-            async def up() -> bool:
-                assert process.poll() is None, (tmp_path / "serve.log").read_text()
-                return (await http.get("/healthz")).status_code == 200
-
-            await _until(up, "the server never came up", timeout=120.0)  # a loaded machine
+        async with httpx.AsyncClient(base_url=process.base_url, timeout=10.0) as http:
             yield http
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+        process.kill()
 
 
 async def test_an_async_card_is_captured_through_the_signed_webhook(
     server: httpx.AsyncClient,
 ) -> None:
-    order_id = f"ord-{new_key()}"
-    created = await server.post(
-        "/api/v1/orders",
-        json={"order_id": order_id, "buyer_id": "b", "amount": "25.00", "currency": "EUR"},
-        headers=headers(SERVICE_KEY, new_key()),
-    )
-    assert created.status_code == 201, created.text
-    pay = await server.post(
-        "/api/v1/payments",
-        json={
-            "order_id": order_id,
-            "amount": "25.00",
-            "currency": "EUR",
-            "payment_method": {"token": "pm_card_async"},
-        },
-        headers=headers(SERVICE_KEY, new_key()),
-    )
-    payment_id = pay.json()["payment_id"]
-    confirmed = await server.post(
-        f"/api/v1/payments/{payment_id}/confirm", headers=headers(SERVICE_KEY, new_key())
-    )
-    assert confirmed.status_code == 200, confirmed.text
-    assert confirmed.json()["status"] == "PROCESSING"
+    order_id = await flows.create_order(server, "25.00", buyer_id="b")
+    payment_id = (await flows.create_payment(server, order_id, "25.00", token="pm_card_async"))[
+        "payment_id"
+    ]
+    await flows.confirm(server, payment_id, "PROCESSING")
 
     async def captured() -> bool:
         got = await server.get(f"/api/v1/payments/{payment_id}", headers=headers(SERVICE_KEY))

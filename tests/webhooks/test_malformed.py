@@ -19,8 +19,9 @@ from standardwebhooks import Webhook
 
 from tests.api.conftest import assert_problem
 from tests.conftest import MOCK_WEBHOOK_SECRET, settings_for
+from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
-from tests.webhooks.support import client_for, mock_event, process, stored
+from tests.webhooks.support import mock_event, process, stored
 from tillpoint.adapters.db.tables import webhook_events
 from tillpoint.adapters.webhooks.stripe import StripeVerifier
 from tillpoint.bootstrap import Container, build
@@ -100,7 +101,7 @@ class TestIdentifiableButMalformed:
         event: dict[str, Any],
     ) -> None:
         container, clock = few_attempts
-        async with client_for(container) as client:
+        async with asgi_client(container) as client:
             body, hdrs = signed(json.dumps(event), event["id"])
             response = await client.post("/api/v1/webhooks/mock", content=body, headers=hdrs)
             assert response.status_code == 200, response.text
@@ -144,7 +145,7 @@ class TestUnidentifiable:
         self, few_attempts: tuple[Container, MovableClock], name: str, text: str
     ) -> None:
         container, _ = few_attempts
-        async with client_for(container) as client:
+        async with asgi_client(container) as client:
             body, hdrs = signed(text)
             async with container.engine.connect() as conn:
                 before = await conn.scalar(sa.select(sa.func.count()).select_from(webhook_events))
@@ -158,7 +159,7 @@ class TestUnidentifiable:
         self, few_attempts: tuple[Container, MovableClock]
     ) -> None:
         container, _ = few_attempts
-        async with client_for(container) as client:
+        async with asgi_client(container) as client:
             response = await client.post("/api/v1/webhooks/mock", content=b"[1]")
             assert_problem(response, 401, "invalid_signature")
 
@@ -201,7 +202,7 @@ async def test_a_well_formed_event_is_still_stored_with_its_payment_id(
 ) -> None:
     container, _ = few_attempts
     event = mock_event("payment.captured", "mock_pi_fine")
-    async with client_for(container) as client:
+    async with asgi_client(container) as client:
         body, hdrs = signed(json.dumps(event), event["id"])
         response: httpx.Response = await client.post(
             "/api/v1/webhooks/mock", content=body, headers=hdrs

@@ -12,16 +12,14 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, new_key, settings_for
+from tests.support import flows
+from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
 from tests.webhooks.support import (
-    client_for,
     deliver,
-    event_types,
     mock_event,
     new_payment,
-    order_status,
     outbox_rows,
-    payment,
     process,
     stored,
 )
@@ -91,15 +89,15 @@ class TestDuplicates:
         assert [(r.status_code, r.json()["duplicate"]) for r in later] == [(200, True)] * 5
         assert await process(container) == 0
 
-        assert (await payment(client, pay["payment_id"]))["status"] == "CAPTURED"
-        types = await event_types(client, pay["payment_id"])
+        assert (await flows.payment(client, pay["payment_id"]))["status"] == "CAPTURED"
+        types = await flows.event_types(client, pay["payment_id"])
         assert types.count("CAPTURE_SUCCEEDED") == 1
         assert types.count("WEBHOOK_RECEIVED") == 1
         assert [r.routing_key for r in await outbox_rows(container, pay["payment_id"])] == [
             "payment.succeeded"
         ]
         assert len(await stored(container, event["id"])) == 1
-        assert await order_status(client, pay["order_id"]) == "PAID"
+        assert (await flows.order(client, pay["order_id"]))["status"] == "PAID"
 
 
 class TestOrdering:
@@ -117,18 +115,18 @@ class TestOrdering:
             )
             assert (await deliver(client, event)).status_code == 200
             assert await process(container) == 1
-            current = (await payment(client, pay["payment_id"]))["status"]
+            current = (await flows.payment(client, pay["payment_id"]))["status"]
             seen.append(RANK[current])
             (row,) = await stored(container, event["id"])
             statuses.append(row.status)
         assert seen == sorted(seen), f"moved backwards: {seen}"
-        assert (await payment(client, pay["payment_id"]))["status"] == expected
+        assert (await flows.payment(client, pay["payment_id"]))["status"] == expected
         assert statuses == ["PROCESSED" if s in applied else "IGNORED" for s in order]
-        types = await event_types(client, pay["payment_id"])
+        types = await flows.event_types(client, pay["payment_id"])
         assert types.count("STALE_SIGNAL_IGNORED") == len(order) - len(applied)
         assert types.count("WEBHOOK_RECEIVED") == len(order)
         if "captured" in applied:  # even when it overtook its authorization
-            assert await order_status(client, pay["order_id"]) == "PAID"
+            assert (await flows.order(client, pay["order_id"]))["status"] == "PAID"
 
     @pytest.mark.parametrize("order", [("authorized", "captured"), ("captured", "authorized")])
     async def test_a_capture_overtaking_its_authorization_still_lands_in_captured(
@@ -138,7 +136,7 @@ class TestOrdering:
         for signal in order:
             await deliver(client, mock_event(SIGNALS[signal], pay["provider_payment_id"]))
         assert await process(container) == 2
-        got = await payment(client, pay["payment_id"])
+        got = await flows.payment(client, pay["payment_id"])
         assert (got["status"], got["captured_amount"]) == ("CAPTURED", "10.00")
         routing = sorted(r.routing_key for r in await outbox_rows(container, pay["payment_id"]))
         assert routing.count("payment.succeeded") == 1
@@ -179,8 +177,8 @@ class TestRetries:
         assert await process(container) == 1
         (row,) = await stored(container, event["id"])
         assert (row.status, row.attempt_count) == ("PROCESSED", 2)
-        assert (await payment(client, pay["payment_id"]))["status"] == "CAPTURED"
-        assert await order_status(client, pay["order_id"]) == "PAID"
+        assert (await flows.payment(client, pay["payment_id"]))["status"] == "CAPTURED"
+        assert (await flows.order(client, pay["order_id"]))["status"] == "PAID"
 
     async def test_a_handler_that_keeps_failing_goes_dead_and_replay_queues_it_again(
         self, database_url: str, clock: MovableClock, known_provider_id: str
@@ -195,7 +193,7 @@ class TestRetries:
             clock=clock,
         )
         try:
-            async with client_for(container) as client:
+            async with asgi_client(container) as client:
                 await self._dead_and_replay(client, container, clock, known_provider_id)
         finally:
             await container.aclose()
@@ -237,7 +235,7 @@ class TestRetries:
         assert await process(container) == 1
         (row,) = await stored(container, event["id"])
         assert row.status == "PROCESSED"
-        assert (await payment(client, pay["payment_id"]))["status"] == "CAPTURED"
+        assert (await flows.payment(client, pay["payment_id"]))["status"] == "CAPTURED"
 
     async def test_replay_of_an_unknown_event_is_404(self, client: httpx.AsyncClient) -> None:
         got = await client.post(
@@ -262,7 +260,7 @@ class TestSimulator:
         async with asyncio.timeout(10):
             await container.mock_webhooks.wait_idle()
         assert await process(container) >= 1
-        types = await event_types(client, pay["payment_id"])
+        types = await flows.event_types(client, pay["payment_id"])
         assert types.count("WEBHOOK_RECEIVED") == 1
         assert types.count("CAPTURE_SUCCEEDED") == 1
         assert "STALE_SIGNAL_IGNORED" in types
@@ -274,7 +272,7 @@ class TestSimulator:
             settings_for(database_url, mock_webhook_faults="duplicate,reorder"), clock=clock
         )
         try:
-            async with client_for(container) as client:
+            async with asgi_client(container) as client:
                 pay = await new_payment(client, token="pm_card_async")
                 assert pay["status"] == "PROCESSING"
                 assert container.mock_webhooks is not None
@@ -282,11 +280,11 @@ class TestSimulator:
                     await container.mock_webhooks.wait_idle()
                 while await process(container):
                     pass
-                got = await payment(client, pay["payment_id"])
+                got = await flows.payment(client, pay["payment_id"])
                 assert got["status"] == "CAPTURED"
-                types = await event_types(client, pay["payment_id"])
+                types = await flows.event_types(client, pay["payment_id"])
                 assert types.count("WEBHOOK_RECEIVED") == 2  # two events, each stored once
                 assert types.count("CAPTURE_SUCCEEDED") == 1
-                assert await order_status(client, pay["order_id"]) == "PAID"
+                assert (await flows.order(client, pay["order_id"]))["status"] == "PAID"
         finally:
             await container.aclose()

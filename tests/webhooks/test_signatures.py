@@ -16,8 +16,9 @@ import stripe
 from standardwebhooks import Webhook
 
 from tests.conftest import ADMIN_KEY, MOCK_WEBHOOK_SECRET, headers, settings_for
+from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
-from tests.webhooks.support import client_for, mock_event, sign_mock, stored
+from tests.webhooks.support import mock_event, sign_mock, stored
 from tillpoint.adapters.telemetry import REGISTRY
 from tillpoint.adapters.webhooks.setup import (
     WebhookSecretRefused,
@@ -132,7 +133,7 @@ async def stripe_client(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Container]]:
     container = build(settings_for(database_url, stripe_webhook_secret=STRIPE_SECRET), clock=clock)
     try:
-        async with client_for(container) as http:
+        async with asgi_client(container) as http:
             yield http, container
     finally:
         await container.aclose()
