@@ -106,7 +106,7 @@ def closed_port(host: str = "127.0.0.1") -> Iterator[int]:
 # --- PostgreSQL databases ------------------------------------------------------------------
 
 
-class UnsafeTestDatabase(pytest.UsageError):
+class UnsafeTestDatabase(pytest.UsageError):  # type: ignore[misc]  # final in the stubs only
     """TILLPOINT_TEST_DATABASE_URL names a database the suite must not wipe."""
 
 

@@ -302,15 +302,16 @@ class ConfirmTracker:
             elif method == (60, 40) and channel.confirming:  # basic.publish
                 channel.content = [channel.next_tag, None, b""]
                 channel.next_tag += 1
-        elif kind in (2, 3) and (channel := self._channels.get(number)) and channel.content:
+        elif kind in (2, 3) and (held := self._channels.get(number)) and held.content:
+            content = held.content
             if kind == 2:  # content header: class, weight, body size
-                channel.content[1] = struct.unpack(">Q", payload[4:12])[0]
+                content[1] = struct.unpack(">Q", payload[4:12])[0]
             else:
-                channel.content[2] += payload
-            tag, size, body = channel.content
+                content[2] += payload
+            tag, size, body = content
             if size is not None and len(body) >= size:
-                channel.published[tag] = body
-                channel.content = None
+                held.published[tag] = body
+                held.content = None
 
     def _broker_frame(self, kind: int, number: int, payload: bytes) -> None:
         channel = self._channels.get(number)

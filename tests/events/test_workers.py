@@ -198,7 +198,7 @@ async def consumers_up(broker: Broker, count: int) -> None:
             arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{name}.dlq"},
         )
         deadline = time.monotonic() + 60
-        while queue.declaration_result.consumer_count < count:
+        while (queue.declaration_result.consumer_count or 0) < count:
             assert time.monotonic() < deadline, "the workers did not start"
             await asyncio.sleep(0.2)
             await queue.declare()
