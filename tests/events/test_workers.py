@@ -31,14 +31,14 @@ import sqlalchemy as sa
 
 from tests.conftest import API_KEYS, MOCK_WEBHOOK_SECRET, new_key, settings_for
 from tests.events.conftest import AMQP_URL, Broker, Received, TcpProxy
+from tests.support.records import captured
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container, build
 from tillpoint.domain.money import Money
-from tillpoint.domain.order import ChangeContext, Order
+from tillpoint.domain.order import ChangeContext
 from tillpoint.domain.payment import (
     CaptureMethod,
     Outcome,
-    Payment,
     PaymentMethod,
     ProviderStatus,
 )
@@ -159,23 +159,7 @@ async def burst(container: Container, count: int) -> list[str]:
     ids = []
     async with container.deps.uow() as uow:
         for _ in range(count):
-            order = Order.register(f"ord-{new_key()}", "buyer-1", amount, now, CTX)
-            payment = Payment.initiate(
-                order_id=order.order_id,
-                buyer_id="buyer-1",
-                amount=amount,
-                capture_method=CaptureMethod.MANUAL,
-                provider="mock",
-                payment_method=PaymentMethod(last4="4242"),
-                snapshot_id=None,
-                request_key=None,
-                now=now,
-            )
-            for status in (ProviderStatus.AUTHORIZED, ProviderStatus.CAPTURED):
-                said = Outcome(status, None, amount.minor, amount.currency)
-                payment.apply(
-                    said, op=None, now=now, source="test", check_at=now, transaction_id="txn_test"
-                )
+            order, payment = captured(now, amount)
             for part in (300, 700):
                 refund, op = payment.begin_refund(Money(part, "EUR"), None, now)
                 said = Outcome(ProviderStatus.REFUNDED, None, part, "EUR")
