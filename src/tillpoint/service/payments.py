@@ -2,10 +2,11 @@
 
 Every provider call sits between two short transactions (ARCHITECTURE.md rule 4). Each command
 reads top to bottom as its phases: phase 1 commits the operation as PENDING with its provider
-idempotency key; then the provider is asked (`_ask`, with a timeout); phase 2 (`_record`)
-applies the answer through `Payment.apply`. A timeout leaves the operation UNKNOWN for the
-janitor, which asks the provider instead of guessing. A retry of the same request (same
-request key) resumes the operation its first attempt left behind (`_resumable`).
+idempotency key; then the provider is asked (`provider_calls.ask`, with a timeout); phase 2
+(`provider_calls.record`) applies the answer through `Payment.apply`. A timeout leaves the
+operation UNKNOWN for the janitor, which asks the provider instead of guessing. A retry of the
+same request (same request key) resumes the operation its first attempt left behind
+(`provider_calls.resumable`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The phases every payment command shares, around one provider call.
 
-Phase 1 (`_send` inside the command's own transaction) commits the operation as PENDING with
+Phase 1 (`send`, inside the command's own transaction) commits the operation as PENDING with
 its provider idempotency key; `ask` calls the provider with a timeout and says why when there
 is no answer; phase 2 (`record`) applies the answer through `Payment.apply`. A retry of the same
 request resumes the operation its first attempt left (`resumable`), and capture, void and
