@@ -89,7 +89,18 @@ class Settings(BaseSettings):
     idempotency_lock_timeout: Duration = timedelta(seconds=90)
     snapshot_ttl: Duration = timedelta(minutes=15)
     payment_ttl: Duration = timedelta(minutes=30)
-    provider_timeout: Duration = timedelta(seconds=5)
+    # Where this deployment runs: provider credentials must match it (a live Stripe key only
+    # in production, a test key never there).
+    environment: Literal["sandbox", "production"] = "sandbox"
+    # Resilient provider calls (every adapter): a timeout per attempt; network errors and 5xx
+    # retried with exponential backoff and jitter, re-sending the same provider idempotency
+    # key; a circuit breaker per provider that fails calls fast while it is open.
+    provider_timeout: Duration = timedelta(seconds=10)
+    provider_retries: int = Field(2, ge=0, le=10)
+    provider_retry_backoff: Duration = timedelta(milliseconds=200)
+    provider_retry_backoff_max: Duration = timedelta(seconds=2)
+    provider_breaker_threshold: int = Field(5, ge=1, le=1000)
+    provider_breaker_reset: Duration = timedelta(seconds=30)
     recheck_schedule: Durations = (timedelta(minutes=5), timedelta(hours=1), timedelta(days=1))
     janitor_interval: Duration = timedelta(seconds=5)
     mock_delay_ms: int = Field(0, ge=0, le=60_000)
@@ -100,7 +111,11 @@ class Settings(BaseSettings):
     webhook_retry_max: Duration = timedelta(hours=1)
     # Test-only: "duplicate,reorder,late" make the mock's webhook simulator misbehave.
     mock_webhook_faults: Annotated[frozenset[str], NoDecode] = frozenset()
-    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_key: SecretStr | None = None
+    stripe_api_base: str = ""  # empty: Stripe's own API; a local fake (localstripe) in tests
+    # `whsec_…` signing secrets, comma-separated: several are accepted during a rotation.
+    stripe_webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    stripe_webhook_secret: SecretStr | None = None  # one secret (API.md's first name for it)
     # Requests beyond these limits are refused (413, 431) before they are read into memory.
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024**3)
     max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024**2)
@@ -118,10 +133,44 @@ class Settings(BaseSettings):
             return frozenset(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("stripe_webhook_secrets", mode="before")
+    @classmethod
+    def _secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @property
+    def stripe_signing_secrets(self) -> tuple[str, ...]:
+        """Every Stripe signing secret configured, under either setting."""
+        secrets = [s.get_secret_value() for s in self.stripe_webhook_secrets]
+        if self.stripe_webhook_secret is not None:
+            secrets.append(self.stripe_webhook_secret.get_secret_value())
+        return tuple(dict.fromkeys(s for s in secrets if s.strip()))
+
+    def credential_refusal(self) -> str | None:
+        """Why the service must not start with these provider credentials, if it must not:
+        a live key outside production, or a test key in production."""
+        if self.stripe_api_key is None:
+            return None
+        key = self.stripe_api_key.get_secret_value()
+        live = key.startswith(("sk_live_", "rk_live_"))
+        if live and self.environment != "production":
+            return (
+                "TILLPOINT_STRIPE_API_KEY is a live key (sk_live_…) but TILLPOINT_ENVIRONMENT is "
+                f"{self.environment!r}: set TILLPOINT_ENVIRONMENT=production or use a test key"
+            )
+        if not live and self.environment == "production":
+            return (
+                "TILLPOINT_STRIPE_API_KEY is not a live key but TILLPOINT_ENVIRONMENT is "
+                "'production': use an sk_live_… key there"
+            )
+        return None
 
     @cached_property
     def embedded(self) -> bool:

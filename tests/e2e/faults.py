@@ -38,6 +38,7 @@ from tillpoint.service.ports import (
     AuthorizeRequest,
     Claim,
     IdempotencyStore,
+    Lookup,
     MockControl,
     PaymentProvider,
     StoredResponse,
@@ -105,6 +106,7 @@ class FaultyProvider:
         self.inner = inner
         self.faults = faults
         self.name = inner.name
+        self.capabilities = inner.capabilities
 
     async def _around(self, operation: str, call: Callable[[], Awaitable[Outcome]]) -> Outcome:
         self.faults.fire("before_provider_call", operation)
@@ -141,8 +143,14 @@ class FaultyProvider:
             lambda: self.inner.refund(provider_payment_id, amount, idempotency_key=idempotency_key),
         )
 
-    async def get_transaction(self, idempotency_key: str) -> Outcome | None:
-        return await self.inner.get_transaction(idempotency_key)
+    async def get_transaction(self, lookup: Lookup) -> Outcome | None:
+        return await self.inner.get_transaction(lookup)
+
+    async def client_secret(self, provider_payment_id: str) -> str | None:
+        return await self.inner.client_secret(provider_payment_id)
+
+    def available(self) -> bool:
+        return self.inner.available()
 
 
 class FaultyMockProvider(FaultyProvider):

@@ -42,9 +42,11 @@ from tillpoint.service.outbox import BACKLOG_CAP
 from tillpoint.service.ports import (
     CLAIMABLE,
     AuthorizeRequest,
+    Capabilities,
     Clock,
     InboxEntry,
     InboxRepository,
+    Lookup,
     OperationRepository,
     OrderRepository,
     OutboxMessage,
@@ -627,8 +629,18 @@ class FakeProvider:
     answered with what it did, whatever is scripted. What it did is in `ledger`, which
     `get_transaction` reads (a test may write there what the provider "did" out of sight)."""
 
-    def __init__(self, name: str = "fake") -> None:
+    def __init__(self, name: str = "fake", capabilities: Capabilities | None = None) -> None:
         self.name = name
+        self.capabilities = capabilities or Capabilities(
+            manual_capture=True,
+            partial_capture=True,
+            multiple_partial_refunds=True,
+            async_outcomes=True,
+            three_d_secure=True,
+            cancel_after_authorization=True,
+        )
+        self.open_circuit = False  # `available()` says no while True
+        self.secrets: dict[str, str] = {}  # provider payment id → its client secret
         self.calls: list[ProviderCall] = []
         self.lookups: list[str] = []
         self.ledger: dict[str, Outcome] = {}
@@ -715,7 +727,8 @@ class FakeProvider:
         call = ProviderCall("refund", idempotency_key, amount, provider_payment_id)
         return await self._answer(call, ProviderStatus.REFUNDED)
 
-    async def get_transaction(self, idempotency_key: str) -> Outcome | None:
+    async def get_transaction(self, lookup: Lookup) -> Outcome | None:
+        idempotency_key = lookup.idempotency_key
         self.lookups.append(idempotency_key)
         if self._lookup_script:
             answer = self._lookup_script.popleft()
@@ -723,6 +736,12 @@ class FakeProvider:
                 raise answer
             return answer
         return self.ledger.get(idempotency_key)
+
+    async def client_secret(self, provider_payment_id: str) -> str | None:
+        return self.secrets.get(provider_payment_id)
+
+    def available(self) -> bool:
+        return not self.open_circuit
 
 
 # -- time and measurements -----------------------------------------------------------------------

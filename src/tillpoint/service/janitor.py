@@ -20,11 +20,13 @@ from tillpoint.domain.payment import (
     Operation,
     OperationStatus,
     Outcome,
+    Payment,
     PaymentStatus,
     Silence,
 )
 from tillpoint.service.context import Deps
 from tillpoint.service.outcomes import apply_outcome, follow_payment
+from tillpoint.service.ports import Lookup
 
 log = structlog.get_logger("tillpoint.janitor")
 
@@ -137,7 +139,7 @@ async def _resolve(op: Operation, *, deps: Deps) -> bool:
     provider = deps.providers[payment.provider]
     try:
         async with asyncio.timeout(deps.config.provider_timeout):
-            truth = await provider.get_transaction(op.idempotency_key)
+            truth = await provider.get_transaction(lookup_of(op, payment))
     except Exception as exc:  # the provider is still unreachable: ask again later
         await _reschedule(op, deps=deps, reason=f"lookup failed: {exc!r}")
         return False
@@ -165,6 +167,17 @@ async def _resolve(op: Operation, *, deps: Deps) -> bool:
         transition=f"{change.before}->{change.after}",
     )
     return not current.open
+
+
+def lookup_of(op: Operation, payment: Payment) -> Lookup:
+    return Lookup(
+        idempotency_key=op.idempotency_key,
+        kind=op.kind,
+        payment_id=payment.id,
+        provider_payment_id=payment.provider_payment_id,
+        amount=op.amount,
+        created_at=op.created_at,
+    )
 
 
 def _status(truth: Outcome | None) -> str:

@@ -25,7 +25,7 @@ from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.db.errors import is_unavailable
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import Outcome, ProviderStatus
-from tillpoint.service.ports import AuthorizeRequest
+from tillpoint.service.ports import AuthorizeRequest, Capabilities, Lookup
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +108,15 @@ OutcomeListener = Callable[[str, Outcome], None]
 
 class MockGateway:
     name = "mock"
+    # Every currency of our table, any amount a BIGINT holds.
+    capabilities = Capabilities(
+        manual_capture=True,
+        partial_capture=True,
+        multiple_partial_refunds=True,
+        async_outcomes=True,
+        three_d_secure=True,
+        cancel_after_authorization=True,
+    )
 
     def __init__(
         self,
@@ -322,8 +331,14 @@ class MockGateway:
         await self._latency()
         return recorded
 
-    async def get_transaction(self, idempotency_key: str) -> Outcome | None:
-        return await self._recorded(idempotency_key)
+    async def get_transaction(self, lookup: Lookup) -> Outcome | None:
+        return await self._recorded(lookup.idempotency_key)
+
+    async def client_secret(self, provider_payment_id: str) -> str | None:
+        return None  # the mock's customer step is its own `complete` route
+
+    def available(self) -> bool:
+        return True
 
     # -- MockControl ---------------------------------------------------------------------------
 

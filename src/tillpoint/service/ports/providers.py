@@ -1,15 +1,20 @@
 """Payment providers: what every adapter (the mock gateway, Stripe, …) does, in our terms.
 
-Answers are domain `Outcome`s; a provider SDK's types never cross this boundary.
+Answers are domain `Outcome`s; a provider SDK's types never cross this boundary. What an adapter
+can do is declared in its `Capabilities`, checked before a payment is created, so a payment the
+provider would refuse for its currency, amount or capture method is a 422 before any call.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
-from tillpoint.domain.payment import Outcome, PaymentMethod
+from tillpoint.domain.payment import CaptureMethod, OperationKind, Outcome, PaymentMethod
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,20 +26,87 @@ class AuthorizeRequest:
     payment_method: PaymentMethod
 
 
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What we know of an operation whose outcome we ask for (`get_transaction`): the
+    provider key it was sent with, and the provider's payment id when the payment has one."""
+
+    idempotency_key: str
+    kind: OperationKind
+    payment_id: str
+    provider_payment_id: str | None
+    amount: Money
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The smallest and largest charge a provider takes in a currency, in minor units."""
+
+    minimum: int
+    maximum: int
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter supports (the capability matrix of docs/providers.md)."""
+
+    manual_capture: bool
+    partial_capture: bool
+    multiple_partial_refunds: bool
+    async_outcomes: bool
+    three_d_secure: bool
+    cancel_after_authorization: bool
+    # Currencies the provider charges in, with their limits; empty: every currency we know.
+    currencies: Mapping[str, Limits] = field(default_factory=dict)
+
+    def check(self, provider: str, amount: Money, capture_method: CaptureMethod) -> None:
+        """Refuse (422) a payment this provider would reject, before anything is stored."""
+        if capture_method is CaptureMethod.MANUAL and not self.manual_capture:
+            raise ValidationFailed(
+                "capture_method", f"provider {provider!r} does not support manual capture"
+            )
+        if not self.currencies:
+            return
+        limits = self.currencies.get(amount.currency)
+        if limits is None:
+            raise ValidationFailed(
+                "amount.currency", f"provider {provider!r} does not charge in {amount.currency}"
+            )
+        if not limits.minimum <= amount.minor <= limits.maximum:
+            low = Money(limits.minimum, amount.currency).format()
+            high = Money(limits.maximum, amount.currency).format()
+            raise ValidationFailed(
+                "amount",
+                f"provider {provider!r} charges between {low} and {high} {amount.currency}",
+            )
+
+
 class ProviderTimeout(Exception):
-    """The call took too long: the outcome is unknown until the provider is asked."""
+    """No answer in time: the call may have acted; unknown until the provider is asked.
+    Not retried (the janitor asks instead of sending the call again)."""
+
+
+class ProviderServerError(ProviderTimeout):
+    """The provider answered with a server error (5xx) or asked us to slow down (429): the
+    outcome is unknown, and re-sending with the same idempotency key is safe, so it is retried."""
 
 
 class ProviderUnavailable(Exception):
-    """The provider could not be reached; nothing happened there."""
+    """The provider could not be reached: nothing happened there. Retried."""
+
+
+class CircuitOpen(ProviderUnavailable):
+    """The provider's circuit breaker is open: the call was not made at all."""
 
 
 class ProviderError(Exception):
-    """The provider answered with an error that is not a decline."""
+    """The provider refused the call itself (not a decline): nothing happened there."""
 
 
 class PaymentProvider(Protocol):
     name: str
+    capabilities: Capabilities
 
     async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> Outcome:
         """Authorize (and capture when `req.capture`). A decline is a FAILED outcome."""
@@ -50,8 +122,18 @@ class PaymentProvider(Protocol):
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> Outcome: ...
 
-    async def get_transaction(self, idempotency_key: str) -> Outcome | None:
-        """The truth about the operation sent with `idempotency_key`; None if never seen."""
+    async def get_transaction(self, lookup: Lookup) -> Outcome | None:
+        """The truth about the operation sent with `lookup.idempotency_key`; None if the
+        provider never saw it."""
+        ...
+
+    async def client_secret(self, provider_payment_id: str) -> str | None:
+        """The secret a storefront needs to finish a customer step with the provider's own
+        client library (Stripe.js); None when the provider has none. Never stored."""
+        ...
+
+    def available(self) -> bool:
+        """False while the provider's circuit is open: a call now would fail fast."""
         ...
 
 
@@ -75,3 +157,31 @@ class MockControl(Protocol):
         success: bool,
         failure_code: str | None,
     ) -> Outcome: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderCall:
+    """One outbound call to a provider, as the audit keeps it (`provider_call_audit`).
+    Bodies are redacted before they get here: no secrets, no card data beyond brand/last4."""
+
+    id: str
+    provider: str
+    operation: str  # authorize | capture | void | refund | get_transaction | client_secret
+    payment_id: str | None
+    idempotency_key: str | None
+    provider_request_id: str | None
+    http_status: int | None
+    outcome: str  # the provider status, or the error class (timeout, unavailable, …)
+    latency_ms: int
+    correlation_id: str | None
+    request_body: Mapping[str, object] | None
+    response_body: Mapping[str, object] | None
+    created_at: datetime
+
+
+class ProviderCallLog(Protocol):
+    """The provider call audit: written by the resilient call layer, one row per attempt."""
+
+    async def record(self, call: ProviderCall) -> None: ...
+
+    async def for_payment(self, payment_id: str) -> list[ProviderCall]: ...
