@@ -115,6 +115,8 @@ def preflight(settings: Settings) -> None:
 
     Raises `ConfigurationRefused` with a message meant for the operator.
     """
+    if (why := settings.credential_refusal()) is not None:
+        raise ConfigurationRefused(why)
     load_keys(settings)
     webhook_verifiers(settings, mock_webhook_secret(settings))
 

@@ -9,6 +9,9 @@ from typing import Any
 class DomainError(Exception):
     code: str = "domain_error"
     title: str = "Domain rule violated"
+    # False: the same request may well succeed later, so its answer is never stored under the
+    # Idempotency-Key and a retry with that key runs again.
+    stored: bool = True
 
     def __init__(self, detail: str, **context: Any) -> None:
         super().__init__(detail)
@@ -21,6 +24,7 @@ class ValidationFailed(DomainError):
 
     code = "validation_error"
     title = "Validation failed"
+    stored = False
 
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(detail, field=field)
@@ -43,6 +47,7 @@ class ConcurrentUpdate(DomainError):
 
     code = "concurrent_update"
     title = "Changed concurrently"
+    stored = False
 
 
 class ActivePaymentExists(DomainError):
@@ -115,3 +120,5 @@ class ProviderFailure(DomainError):
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code = code
+        # Unavailable: nothing reached the provider, so the retry with the same key sends it.
+        self.stored = code != "provider_unavailable"

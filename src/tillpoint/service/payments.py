@@ -39,6 +39,7 @@ from tillpoint.domain.payment import (
 )
 from tillpoint.service import provider_calls as calls
 from tillpoint.service.context import Deps
+from tillpoint.service.identity import Principal
 from tillpoint.service.outcomes import follow_payment
 from tillpoint.service.ports import (
     Ledger,
@@ -78,6 +79,23 @@ async def get_payment(payment_id: str, *, deps: Deps, buyer_id: str | None = Non
     if buyer_id is not None and payment.buyer_id != buyer_id:
         raise NotFound(f"payment {payment_id} not found")
     return payment
+
+
+async def client_secret(payment: Payment, viewer: Principal, *, deps: Deps) -> str | None:
+    """The provider's client secret, for a storefront to finish a customer step (3-D Secure
+    with Stripe.js): only while the payment waits for that step, and only for the `service`
+    role or the customer who owns the payment. Asked from the provider each time, never kept."""
+    owner = viewer.role == "customer" and viewer.subject == payment.buyer_id
+    if viewer.role != "service" and not owner:
+        return None
+    if payment.status is not PaymentStatus.REQUIRES_ACTION or payment.provider_payment_id is None:
+        return None
+    provider = deps.providers[payment.provider]
+    try:
+        return await provider.client_secret(payment.provider_payment_id)
+    except Exception as exc:  # the payment is the answer; the secret can be fetched again
+        log.warning("payment.client_secret_unavailable", payment_id=payment.id, error=repr(exc))
+        return None
 
 
 async def list_payments(
@@ -139,6 +157,7 @@ async def _create_payment(cmd: CreatePayment, *, deps: Deps, resume: bool) -> Pa
     provider = cmd.provider or deps.config.default_provider
     if provider not in deps.providers:
         raise ValidationFailed("provider", f"unknown provider {provider!r}")
+    deps.providers[provider].capabilities.check(provider, cmd.amount, cmd.capture_method)
     async with deps.uow() as uow:
         if resume and cmd.request_key is not None:
             existing = await uow.payments.by_request_key(cmd.request_key)
@@ -214,6 +233,7 @@ async def confirm_payment(
         if op is None:
             op, new = payment.begin_confirmation(deps.clock.now(), method, request_key), True
         if op.open:
+            calls.ensure_available(deps.providers[payment.provider])
             await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
@@ -266,6 +286,7 @@ async def mock_complete(
             else:
                 op, new = payment.begin_confirmation(deps.clock.now(), None, request_key), True
         if op.open:
+            calls.ensure_available(deps.providers[payment.provider])
             await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
@@ -303,6 +324,7 @@ async def capture_payment(
             await calls.no_operation_in_flight(uow, payment, "captured")
             op = payment.begin_capture(amount, deps.clock.now(), request_key)
         if op.open:
+            calls.ensure_available(deps.providers[payment.provider])
             await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
@@ -346,6 +368,7 @@ async def void_payment(
                 return payment
             op = payment.begin_void(deps.clock.now(), request_key, reason)
         if op.open:
+            calls.ensure_available(deps.providers[payment.provider])
             await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:
@@ -381,6 +404,7 @@ async def refund_payment(
             refund, op = payment.begin_refund(amount, reason, deps.clock.now(), request_key)
             await uow.refunds.add(refund)
         if op.open:
+            calls.ensure_available(deps.providers[payment.provider])
             await calls.send(uow, payment, op, new=new, deps=deps)
 
     if op.open:

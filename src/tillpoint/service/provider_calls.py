@@ -36,6 +36,19 @@ from tillpoint.service.ports import (
     UnitOfWork,
 )
 
+# Error codes of an operation whose provider call itself failed (no answer about the money).
+UNREACHED = (Silence.UNREACHABLE.value, Silence.ERROR.value)
+
+
+def ensure_available(provider: PaymentProvider) -> None:
+    """Fail fast, before anything is written, while the provider's circuit is open: nothing
+    is sent, the payment does not move, and the 503 is not stored under the request's key."""
+    if not provider.available():
+        raise ProviderFailure(
+            Silence.UNREACHABLE.value,
+            f"provider {provider.name!r} is unavailable (its circuit is open); retry later",
+        )
+
 
 async def get_for_update(uow: UnitOfWork, payment_id: str) -> Payment:
     payment = await uow.payments.get(payment_id, for_update=True)
@@ -108,13 +121,11 @@ async def resumable(
     op = await uow.operations.by_request_key(payment.id, request_key)
     if op is None or op.created_at <= now - ttl:  # a key used again after it was reaped
         return None
+    if op.status is OperationStatus.FAILED and op.error_code in UNREACHED:
+        return None  # it never reached the provider: the retry sends a new operation
     if op.open:
         op.resend_for(request_key, now)
     return op
-
-
-# Error codes of an operation whose provider call itself failed (no answer about the money).
-UNREACHED = (Silence.UNREACHABLE.value, Silence.ERROR.value)
 
 
 def provider_error(op: Operation | None, *, refused_is_error: bool) -> ProviderFailure | None:

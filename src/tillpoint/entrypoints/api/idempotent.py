@@ -17,7 +17,7 @@ from fastapi import Request
 from starlette.responses import Response
 
 from tillpoint.bootstrap import Container
-from tillpoint.domain.errors import ConcurrentUpdate, DomainError, ValidationFailed
+from tillpoint.domain.errors import DomainError
 from tillpoint.entrypoints.api.dependencies import ApiError
 from tillpoint.entrypoints.api.errors import domain_problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON, problem_body
@@ -98,7 +98,7 @@ async def idempotent(
                 status,
                 problem,
                 {"content-type": PROBLEM_JSON},
-                storable=not isinstance(exc, ValidationFailed | ConcurrentUpdate),
+                storable=exc.stored,
             )
         return _json(status, payload)
 

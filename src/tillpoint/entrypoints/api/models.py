@@ -96,6 +96,11 @@ class PaymentOut(Out):
     failure_code: str | None
     failure_message: str | None
     next_action: dict[str, Any] | None
+    client_secret: str | None = Field(
+        description="The provider's client secret (Stripe's PaymentIntent secret) while the "
+        "payment is REQUIRES_ACTION, for the `service` role and the owning customer only; "
+        "null otherwise and for the mock"
+    )
     snapshot_id: str | None
     created_at: str = Timestamp
     updated_at: str = Timestamp

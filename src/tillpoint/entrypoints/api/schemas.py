@@ -301,7 +301,9 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
     }
 
 
-def payment_json(p: Payment) -> dict[str, Any]:
+def payment_json(p: Payment, client_secret: str | None = None) -> dict[str, Any]:
+    """The payment object. `client_secret` only when `payments.client_secret` gave it for this
+    caller; answers stored under an Idempotency-Key never hold it (see routes/payments.py)."""
     money = p.money
     return {
         "payment_id": p.id,
@@ -321,6 +323,7 @@ def payment_json(p: Payment) -> dict[str, Any]:
         "failure_code": p.failure_code,
         "failure_message": p.failure_message,
         "next_action": dict(p.next_action) if p.next_action else None,
+        "client_secret": client_secret,
         "snapshot_id": p.snapshot_id,
         "created_at": rfc3339(p.created_at),
         "updated_at": rfc3339(p.updated_at),

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import CaptureMethod, PaymentMethod
@@ -39,6 +40,7 @@ from tillpoint.entrypoints.api.schemas import (
     refund_json,
 )
 from tillpoint.service import janitor, payments
+from tillpoint.service.identity import Principal
 from tillpoint.service.ports import PaymentFilter
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
@@ -121,7 +123,7 @@ async def get_payment(
     payment_id: str, principal: ServiceOrCustomer, deps: DepsDep
 ) -> dict[str, Any]:
     payment = await payments.get_payment(payment_id, deps=deps, buyer_id=buyer_scope(principal))
-    return payment_json(payment)
+    return payment_json(payment, await payments.client_secret(payment, principal, deps=deps))
 
 
 @router.get(
@@ -159,7 +161,8 @@ async def confirm(
         )
         return 200, payment_json(payment)
 
-    return await idempotent(request, principal, container, action)
+    response = await idempotent(request, principal, container, action)
+    return await with_client_secret(response, principal, container)
 
 
 @router.post(
@@ -187,6 +190,24 @@ async def mock_complete(
         return 200, payment_json(payment)
 
     return await idempotent(request, principal, container, action)
+
+
+async def with_client_secret(
+    response: Response, principal: Principal, container: ContainerDep
+) -> Response:
+    """Add the client secret to a payment answer (first or replayed) that waits for a customer
+    step. The stored answer never holds it: it is asked from the provider for each answer."""
+    raw = bytes(response.body)
+    if response.status_code != 200 or b'"REQUIRES_ACTION"' not in raw:
+        return response
+    body = json.loads(raw)
+    payment = await payments.get_payment(body["payment_id"], deps=container.deps)
+    secret = await payments.client_secret(payment, principal, deps=container.deps)
+    if secret is None:
+        return response
+    body["client_secret"] = secret
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return JSONResponse(body, status_code=response.status_code, headers=headers)
 
 
 async def _amount(payment_id: str, amount: str | None, container: ContainerDep) -> Money | None:
