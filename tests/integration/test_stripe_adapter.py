@@ -439,3 +439,33 @@ async def test_a_request_sent_without_an_answer_is_a_timeout_never_a_failure(
             await gw.aclose()
     assert type(raised.value) is ProviderTimeout  # not a server error: nothing answered
     assert "outcome is unknown" in str(raised.value)
+
+
+async def test_a_retried_call_with_the_same_key_returns_the_same_stripe_objects(
+    gateway: StripeGateway, clean_localstripe: LocalStripe
+) -> None:
+    """Stripe's idempotency (added to localstripe by the suite's launcher): the same key, the
+    same answer, no second effect."""
+    pm = await clean_localstripe.payment_method(VISA)
+    req, idem = request(pm, usd("40.00"), capture=True), key("sale")
+    first = await gateway.authorize(req, idempotency_key=idem)
+    with recording() as replayed:
+        again = await gateway.authorize(req, idempotency_key=idem)
+    assert first.provider_payment_id is not None
+    assert again == first
+    assert replayed.http_status == 200
+    listed = await clean_localstripe.get("/v1/payment_intents", limit="100")
+    assert [p["id"] for p in listed["data"]] == [first.provider_payment_id]
+
+    refund_key = key("refund")
+    refunded = await gateway.refund(
+        first.provider_payment_id, usd("5.00"), idempotency_key=refund_key
+    )
+    assert (
+        await gateway.refund(first.provider_payment_id, usd("5.00"), idempotency_key=refund_key)
+        == refunded
+    )
+    assert len(await clean_localstripe.refunds(first.provider_payment_id)) == 1
+
+    with pytest.raises(ProviderError, match="idempotency key was used with other parameters"):
+        await gateway.refund(first.provider_payment_id, usd("6.00"), idempotency_key=refund_key)
