@@ -286,6 +286,13 @@ def test_a_customer_step_carries_no_secret_and_no_raw_stripe_blob() -> None:
         "type": "redirect_to_url",
         "redirect_url": url,
     }
+    leaky = (
+        "https://hooks.stripe.com/3d_secure_2/hosted?merchant=acct_1&payment_intent=pi_1"
+        "&payment_intent_client_secret=pi_1_secret_abc&publishable_key=pk_test_1"
+    )
+    assert next_action({"type": "redirect_to_url", "redirect_to_url": {"url": leaky}}) == {
+        "type": "use_stripe_sdk"
+    }
     assert next_action({"type": "verify_with_microdeposits"}) == {"type": "use_stripe_sdk"}
     assert next_action(None) == {"type": "use_stripe_sdk"}
 

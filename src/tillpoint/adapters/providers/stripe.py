@@ -285,11 +285,15 @@ def _money(obj: Mapping[str, Any], field: str, fallback: Money) -> Money:
 
 def next_action(raw: object) -> dict[str, Any]:
     """The customer step in our terms: a redirect URL, or "finish it with Stripe.js" (which
-    needs the client secret, handed out separately — never part of `next_action`)."""
+    needs the client secret, handed out separately — never part of `next_action`).
+
+    Stripe answers `redirect_to_url` only when a `return_url` was sent (we send none), and
+    its hosted 3-D Secure URLs can carry `payment_intent_client_secret` in their query: such
+    a URL is never passed on — Stripe.js finishes any next action from the client secret."""
     if isinstance(raw, Mapping) and raw.get("type") == "redirect_to_url":
         redirect = raw.get("redirect_to_url")
         url = redirect.get("url") if isinstance(redirect, Mapping) else None
-        if isinstance(url, str) and url:
+        if isinstance(url, str) and url and not _SECRETS.search(url) and "secret" not in url:
             return {"type": "redirect_to_url", "redirect_url": url}
     return {"type": "use_stripe_sdk"}
 
@@ -486,7 +490,8 @@ class StripeGateway:
 
     async def _declined(self, exc: stripe.CardError, money: Money) -> Outcome:
         """The FAILED outcome of a card error. Without a PaymentIntent in the error body (as
-        with localstripe), the declined charge names it: one best-effort read."""
+        with localstripe), the declined charge names it: one best-effort read, left out of the
+        exchange (which keeps the decline, the answer to the call)."""
         outcome = decline_outcome(exc, money)
         if outcome.provider_payment_id is None and outcome.reference:
             try:
@@ -584,6 +589,15 @@ class StripeGateway:
         return outcome
 
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
+        """What Stripe holds for the operation sent with `lookup.idempotency_key`:
+
+        * authorize / sale: the PaymentIntent (by id, or by the key in its metadata);
+        * capture: the PaymentIntent — CAPTURED once succeeded, AUTHORIZED while Stripe still
+          holds the authorization (the capture has not happened);
+        * void: the PaymentIntent — CANCELED once canceled;
+        * refund: the PaymentIntent's refund carrying the key in its metadata.
+
+        None when Stripe has no such object. The exchange records the last call made."""
         kind = lookup.kind
         if kind in (OperationKind.AUTHORIZE, OperationKind.SALE):
             if lookup.provider_payment_id:
