@@ -39,6 +39,7 @@ from sqlalchemy.engine import URL, make_url
 
 from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
+from tests.support.localstripe import clean_localstripe, localstripe  # noqa: F401  (fixtures)
 from tillpoint.adapters.db import migrate
 from tillpoint.bootstrap import Container, build
 from tillpoint.config import ApiKey, Settings

@@ -1,0 +1,683 @@
+"""Stripe, through the official SDK's async methods (`stripe.StripeClient`, PaymentIntents).
+
+One PaymentIntent per payment, created and confirmed in one call with the customer's
+PaymentMethod (`payment_method.token`, a `pm_…` id): `capture_method` automatic for a sale,
+manual for an authorization; `capture` always sends `amount_to_capture`, so a partial capture
+reaches Stripe; `void` cancels; refunds are Refund objects on the PaymentIntent. Every call
+carries the operation's provider idempotency key (`Idempotency-Key`), and the key also goes into
+the object's metadata (`tillpoint_idempotency_key`), which is how `get_transaction` finds an
+operation whose answer never reached us.
+
+What Stripe says becomes a domain `Outcome` here; SDK objects and errors never leave this
+module. Declines are FAILED outcomes with our codes (`failure_code`); everything else maps onto
+the port's exceptions:
+
+* the connection could not be made (refused, DNS, connect timeout): `ProviderUnavailable` —
+  nothing reached Stripe;
+* the connection broke after the request went out (read timeout, reset): `ProviderTimeout` —
+  the outcome is unknown and is asked for later, never guessed;
+* HTTP 5xx, 429, 409 (`idempotency_key_in_use`): `ProviderServerError` — unknown, and safe to
+  send again with the same key;
+* any other refusal (401, 403, 400, 404): `ProviderError` — nothing happened.
+
+The SDK does no retries of its own (`max_network_retries=0`): the resilient layer above retries.
+No message built here contains an API key, a client secret or a card number.
+
+Amounts: Stripe's minor units are ours for every currency in our table (the same zero-decimal
+list; three-decimal currencies in thousandths). Stripe adds steps — a three-decimal amount must
+end in 0, an ISK amount must be whole krónur — which are refused here rather than rounded.
+The conversion lives in `to_stripe_amount` / `from_stripe_amount` only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import replace
+from functools import partial
+from typing import Any, Final
+
+import httpx
+import stripe
+from stripe.params import (
+    PaymentIntentCaptureParams,
+    PaymentIntentCreateParams,
+    PaymentIntentListParams,
+    PaymentIntentRetrieveParams,
+    RefundCreateParams,
+    RefundListParams,
+)
+
+from tillpoint.adapters.providers.exchange import exchange
+from tillpoint.domain.money import Money, exponent_of
+from tillpoint.domain.payment import OperationKind, Outcome, ProviderStatus
+from tillpoint.service.ports import (
+    AuthorizeRequest,
+    Capabilities,
+    Limits,
+    Lookup,
+    ProviderError,
+    ProviderServerError,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+
+NAME: Final = "stripe"
+METADATA_KEY: Final = "tillpoint_idempotency_key"
+METADATA_PAYMENT: Final = "tillpoint_payment_id"
+
+# -- currencies ----------------------------------------------------------------------------------
+
+# Stripe's published minimum charge per currency (docs.stripe.com/currencies, "Minimum and
+# maximum charge amounts"), in our minor units. Only these currencies are offered: for any
+# other, Stripe's minimum is "the equivalent of 0.50 USD" in the settlement currency, which
+# moves with the exchange rate, so we cannot promise it before the call.
+MINIMUM_CHARGE: Final[Mapping[str, int]] = {
+    "USD": 50,
+    "AED": 200,
+    "AUD": 50,
+    "BGN": 100,
+    "BRL": 50,
+    "CAD": 50,
+    "CHF": 50,
+    "CZK": 1500,
+    "DKK": 250,
+    "EUR": 50,
+    "GBP": 30,
+    "HKD": 400,
+    "HUF": 17500,
+    "INR": 50,
+    "JPY": 50,
+    "MXN": 1000,
+    "MYR": 200,
+    "NOK": 300,
+    "NZD": 50,
+    "PLN": 200,
+    "RON": 200,
+    "SEK": 300,
+    "SGD": 50,
+    "THB": 1000,
+}
+# "The amount value supports up to eight digits" (INR, IDR and COP allow more; we keep 8).
+MAXIMUM_CHARGE: Final = 99_999_999
+
+# Stripe's decimals where they differ from our table (none today: both follow ISO 4217 for the
+# currencies we list, with Stripe's zero-decimal list equal to ours). Kept so that a difference
+# is converted here, and only here, the day one appears.
+STRIPE_EXPONENTS: Final[Mapping[str, int]] = {}
+# Amounts Stripe takes only in multiples of a step (in its minor units): three-decimal
+# currencies must end in 0 ("round to the nearest ten"); ISK is effectively zero-decimal but
+# still sent with two decimals, so in multiples of 100.
+STRIPE_STEPS: Final[Mapping[str, int]] = {
+    "BHD": 10,
+    "JOD": 10,
+    "KWD": 10,
+    "OMR": 10,
+    "TND": 10,
+    "ISK": 100,
+}
+
+
+def to_stripe_amount(money: Money) -> tuple[int, str]:
+    """Our amount as Stripe's `(amount, currency)`: its minor units, the code in lower case.
+    An amount Stripe cannot take (not a multiple of its step) is refused, never rounded."""
+    ours = money.exponent
+    theirs = STRIPE_EXPONENTS.get(money.currency, ours)
+    if theirs >= ours:
+        amount = money.minor * 10 ** (theirs - ours)
+    else:
+        factor = 10 ** (ours - theirs)
+        if money.minor % factor:
+            raise ProviderError(
+                f"stripe charges {money.currency} in whole units of {theirs} decimals; "
+                f"{money} cannot be sent"
+            )
+        amount = money.minor // factor
+    step = STRIPE_STEPS.get(money.currency, 1)
+    if amount % step:
+        raise ProviderError(
+            f"stripe takes {money.currency} amounts in steps of {step} minor units; "
+            f"{money} is not one (it is never rounded)"
+        )
+    return amount, money.currency.lower()
+
+
+def from_stripe_amount(amount: int, currency: str) -> Money:
+    """Stripe's `(amount, currency)` in our units."""
+    code = currency.upper()
+    ours = exponent_of(code)
+    theirs = STRIPE_EXPONENTS.get(code, ours)
+    if theirs >= ours:
+        return Money(amount // 10 ** (theirs - ours), code)
+    return Money(amount * 10 ** (ours - theirs), code)
+
+
+CAPABILITIES: Final = Capabilities(
+    manual_capture=True,
+    partial_capture=True,
+    multiple_partial_refunds=True,
+    async_outcomes=True,
+    three_d_secure=True,
+    cancel_after_authorization=True,
+    currencies={code: Limits(low, MAXIMUM_CHARGE) for code, low in MINIMUM_CHARGE.items()},
+)
+
+# -- declines ------------------------------------------------------------------------------------
+
+# Stripe's error `code` / `decline_code` → our failure codes (API.md: card_declined,
+# insufficient_funds, expired_card, fraud_suspected, invalid_card). Anything else, including
+# `payment_intent_authentication_failure` (a failed 3-D Secure), is `card_declined`.
+DECLINE_CODES: Final[Mapping[str, str]] = {
+    "insufficient_funds": "insufficient_funds",
+    "fraudulent": "fraud_suspected",
+    "stolen_card": "fraud_suspected",
+    "lost_card": "fraud_suspected",
+    "expired_card": "expired_card",
+    "incorrect_number": "invalid_card",
+    "invalid_number": "invalid_card",
+    "invalid_cvc": "invalid_card",
+    "incorrect_cvc": "invalid_card",
+    "invalid_expiry_month": "invalid_card",
+    "invalid_expiry_year": "invalid_card",
+}
+DEFAULT_DECLINE: Final = "card_declined"
+DEFAULT_DECLINE_MESSAGE: Final = "The payment was declined."
+
+
+def failure_code(code: str | None, decline_code: str | None = None) -> str:
+    """Our failure code for Stripe's error `code` and its `decline_code` (the more precise)."""
+    for candidate in (decline_code, code):
+        if candidate and candidate in DECLINE_CODES:
+            return DECLINE_CODES[candidate]
+    return DEFAULT_DECLINE
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+_SECRETS = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_\w*|\bwhsec_\w+|\b\w+_secret_\w+")
+# httpx errors raised before any byte of the request could have reached Stripe.
+_NOT_CONNECTED: Final = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+_NOT_CONNECTED_NAMES: Final = frozenset(cls.__name__ for cls in _NOT_CONNECTED)
+
+
+def safe_text(text: object, limit: int = 300) -> str:
+    """Text fit for a log line or an exception: keys and client secrets masked, bounded."""
+    cleaned = _SECRETS.sub("[redacted]", str(text or "")).strip()
+    return cleaned[:limit]
+
+
+def _never_connected(exc: stripe.APIConnectionError) -> bool:
+    """Whether the request never left: the SDK chains the HTTP library's error (`from e`);
+    without one, its message names the error class ("A ConnectError was raised")."""
+    seen: BaseException | None = exc.__cause__ or exc.__context__
+    while seen is not None:
+        if isinstance(seen, _NOT_CONNECTED):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    message = exc.user_message or ""
+    return any(f"A {name} was raised" in message for name in _NOT_CONNECTED_NAMES)
+
+
+def translate(exc: stripe.StripeError, operation: str) -> Exception:
+    """The port's exception for a Stripe error that is not a decline."""
+    what = f"stripe {operation}"
+    status = exc.http_status
+    request = f", request {exc.request_id}" if exc.request_id else ""
+    if isinstance(exc, stripe.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        name = type(cause).__name__ if cause is not None else "connection error"
+        if _never_connected(exc):
+            return ProviderUnavailable(f"{what}: could not connect to Stripe ({name})")
+        return ProviderTimeout(
+            f"{what}: the connection to Stripe failed after the request was sent ({name}); "
+            "the outcome is unknown"
+        )
+    detail = _detail(exc)
+    if isinstance(exc, stripe.RateLimitError):
+        return ProviderServerError(f"{what}: Stripe asked us to slow down (HTTP 429{request})")
+    if isinstance(exc, stripe.AuthenticationError):
+        # Stripe's message quotes part of the key: never passed on.
+        return ProviderError(f"{what}: Stripe refused the API key (HTTP {status}{request})")
+    if isinstance(exc, stripe.PermissionError):
+        return ProviderError(f"{what}: the API key may not do this (HTTP {status}{request})")
+    if isinstance(exc, stripe.IdempotencyError):
+        return ProviderError(
+            f"{what}: the idempotency key was used with other parameters{request}: {detail}"
+        )
+    if status is None or status >= 500 or status < 400 or status in (409, 429):
+        return ProviderServerError(f"{what}: Stripe answered HTTP {status}{request}: {detail}")
+    return ProviderError(f"{what}: Stripe refused the request (HTTP {status}{request}): {detail}")
+
+
+def _detail(exc: stripe.StripeError) -> str:
+    code = f"{exc.code}: " if exc.code else ""
+    return safe_text(f"{code}{exc.user_message or type(exc).__name__}")
+
+
+def _error_body(exc: stripe.StripeError) -> Mapping[str, Any] | None:
+    body = exc.json_body
+    return body if isinstance(body, Mapping) else None
+
+
+def _not_found(exc: stripe.StripeError) -> bool:
+    return isinstance(exc, stripe.InvalidRequestError) and (
+        exc.http_status == 404 or exc.code == "resource_missing"
+    )
+
+
+# -- Stripe objects → outcomes ------------------------------------------------------------------
+
+
+def _id(value: object) -> str | None:
+    """The id of an expandable field: an inline object or an id string."""
+    if isinstance(value, Mapping):
+        found = value.get("id")
+        return str(found) if found else None
+    return str(value) if value else None
+
+
+def _money(obj: Mapping[str, Any], field: str, fallback: Money) -> Money:
+    amount, currency = obj.get(field), obj.get("currency")
+    if isinstance(amount, int) and not isinstance(amount, bool) and isinstance(currency, str):
+        return from_stripe_amount(amount, currency)
+    return fallback
+
+
+def next_action(raw: object) -> dict[str, Any]:
+    """The customer step in our terms: a redirect URL, or "finish it with Stripe.js" (which
+    needs the client secret, handed out separately — never part of `next_action`).
+
+    Stripe answers `redirect_to_url` only when a `return_url` was sent (we send none), and
+    its hosted 3-D Secure URLs can carry `payment_intent_client_secret` in their query: such
+    a URL is never passed on — Stripe.js finishes any next action from the client secret."""
+    if isinstance(raw, Mapping) and raw.get("type") == "redirect_to_url":
+        redirect = raw.get("redirect_to_url")
+        url = redirect.get("url") if isinstance(redirect, Mapping) else None
+        if isinstance(url, str) and url and not _SECRETS.search(url) and "secret" not in url:
+            return {"type": "redirect_to_url", "redirect_url": url}
+    return {"type": "use_stripe_sdk"}
+
+
+def _risk(charge: object) -> int | None:
+    if isinstance(charge, Mapping):
+        outcome = charge.get("outcome")
+        if isinstance(outcome, Mapping) and isinstance(outcome.get("risk_score"), int):
+            return int(outcome["risk_score"])
+    return None
+
+
+def intent_outcome(
+    pi: Mapping[str, Any], fallback: Money, *, captured: Money | None = None
+) -> Outcome:
+    """A PaymentIntent as an Outcome. `fallback` is the amount we asked for (used when Stripe
+    does not say); `captured` the amount a capture asked for (localstripe gives no
+    `amount_received`, and records the released remainder of a partial capture as a refund)."""
+    status = pi.get("status")
+    charge = pi.get("latest_charge")
+    money = _money(pi, "amount", fallback)
+    base: dict[str, Any] = {
+        "provider_payment_id": _id(pi.get("id")),
+        "currency": money.currency,
+        "reference": _id(charge),
+        "risk_score": _risk(charge),
+    }
+    match status:
+        case "succeeded":
+            got = _money(pi, "amount_received", captured or money)
+            if isinstance(charge, Mapping) and "amount_received" not in pi:
+                got = _money(charge, "amount_captured", got)
+            return Outcome(status=ProviderStatus.CAPTURED, amount_minor=got.minor, **base)
+        case "requires_capture":
+            held = _money(pi, "amount_capturable", money)
+            return Outcome(status=ProviderStatus.AUTHORIZED, amount_minor=held.minor, **base)
+        case "requires_action":
+            return Outcome(
+                status=ProviderStatus.REQUIRES_ACTION,
+                amount_minor=money.minor,
+                next_action=next_action(pi.get("next_action")),
+                **base,
+            )
+        case "canceled":
+            return Outcome(status=ProviderStatus.CANCELED, amount_minor=money.minor, **base)
+        case "requires_payment_method":
+            error = pi.get("last_payment_error")
+            error = error if isinstance(error, Mapping) else {}
+            return Outcome(
+                status=ProviderStatus.FAILED,
+                amount_minor=money.minor,
+                failure_code=failure_code(error.get("code"), error.get("decline_code")),
+                failure_message=safe_text(error.get("message")) or DEFAULT_DECLINE_MESSAGE,
+                **base,
+            )
+        case _:  # processing, requires_confirmation: Stripe has not decided (yet)
+            return Outcome(status=ProviderStatus.PROCESSING, amount_minor=money.minor, **base)
+
+
+def refund_outcome(refund: Mapping[str, Any], fallback: Money) -> Outcome:
+    """A Refund as an Outcome: succeeded → REFUNDED; pending / requires_action → PROCESSING
+    (the answer comes later: `refund.updated` webhook or `get_transaction`); failed or
+    canceled → FAILED with Stripe's `failure_reason`."""
+    money = _money(refund, "amount", fallback)
+    base: dict[str, Any] = {
+        "provider_payment_id": _id(refund.get("payment_intent")),
+        "amount_minor": money.minor,
+        "currency": money.currency,
+        "reference": _id(refund.get("id")),
+    }
+    match refund.get("status"):
+        case "succeeded":
+            return Outcome(status=ProviderStatus.REFUNDED, **base)
+        case "failed" | "canceled":
+            reason = refund.get("failure_reason") or refund.get("status")
+            return Outcome(
+                status=ProviderStatus.FAILED,
+                failure_code="refund_failed",
+                failure_message=safe_text(f"Stripe refund {reason}"),
+                **base,
+            )
+        case _:
+            return Outcome(status=ProviderStatus.PROCESSING, **base)
+
+
+def decline_outcome(
+    exc: stripe.CardError, fallback: Money, provider_payment_id: str | None = None
+) -> Outcome:
+    """A card error (HTTP 402) as the FAILED outcome it is. Stripe puts the PaymentIntent in
+    the error body (`error.payment_intent`); `provider_payment_id` stands in when it does not."""
+    body = _error_body(exc) or {}
+    error = body.get("error")
+    error = error if isinstance(error, Mapping) else {}
+    pi = error.get("payment_intent")
+    charge = error.get("charge") or (pi.get("latest_charge") if isinstance(pi, Mapping) else None)
+    return Outcome(
+        status=ProviderStatus.FAILED,
+        provider_payment_id=_id(pi) or provider_payment_id,
+        amount_minor=fallback.minor,
+        currency=fallback.currency,
+        reference=_id(charge),
+        failure_code=failure_code(exc.code or error.get("code"), error.get("decline_code")),
+        failure_message=safe_text(exc.user_message or error.get("message"))
+        or DEFAULT_DECLINE_MESSAGE,
+    )
+
+
+# -- the gateway -------------------------------------------------------------------------------
+
+
+class HTTPClient(stripe.HTTPXClient):
+    """The SDK's async httpx client, sending the encoded form as `content`: the SDK hands
+    httpx a string as `data`, which httpx 0.28 deprecates (a DeprecationWarning on every
+    POST). Everything else — timeouts, the SDK's error wrapping — is the SDK's own."""
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        try:
+            response = await self._client_async.request(
+                method, url, headers=headers, content=post_data or None, timeout=self._timeout
+            )
+        except Exception as exc:
+            self._handle_request_error(exc)
+        return response.content, response.status_code, response.headers
+
+
+# How many list pages `get_transaction` reads looking for an operation by its key. Stripe lists
+# newest first, and the operations asked about are recent, so they sit on the first pages.
+LIST_PAGE: Final = 100
+LIST_PAGES: Final = 10
+_EXPAND: Final = ["latest_charge"]
+
+Call = Callable[[], Awaitable[Any]]
+
+
+class StripeGateway:
+    """`PaymentProvider` on Stripe (or on a fake of it at `api_base`, such as localstripe)."""
+
+    name = NAME
+    capabilities = CAPABILITIES
+
+    def __init__(self, api_key: str, *, api_base: str | None = None, timeout: float = 80.0) -> None:
+        if not api_key or not api_key.strip():
+            raise ValueError("the Stripe API key is empty")
+        self._api_base = api_base.rstrip("/") if api_base else None
+        self._http = HTTPClient(timeout=timeout)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": self._api_base} if self._api_base else {},
+            max_network_retries=0,  # the resilient layer retries, with the same key
+            http_client=self._http,
+        )
+
+    def __repr__(self) -> str:  # never the key
+        return f"StripeGateway(api_base={self._api_base or 'Stripe'!r})"
+
+    async def aclose(self) -> None:
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def _call(self, params: Mapping[str, Any], send: Call) -> dict[str, Any]:
+        """Make one SDK call, filling the current `Exchange` with what went over the wire."""
+        current = exchange()
+        current.sent(params)
+        try:
+            obj = await send()
+        except stripe.StripeError as exc:
+            current.answered(
+                _error_body(exc), http_status=exc.http_status, request_id=exc.request_id
+            )
+            raise
+        body: dict[str, Any] = obj.to_dict()
+        response = obj.last_response
+        current.answered(
+            body,
+            http_status=response.code if response is not None else None,
+            request_id=response.request_id if response is not None else None,
+        )
+        return body
+
+    async def _intent(self, provider_payment_id: str, operation: str) -> dict[str, Any] | None:
+        params: PaymentIntentRetrieveParams = {"expand": _EXPAND}
+        try:
+            return await self._call(
+                {"id": provider_payment_id, **params},
+                lambda: self._client.v1.payment_intents.retrieve_async(provider_payment_id, params),
+            )
+        except stripe.StripeError as exc:
+            if _not_found(exc):
+                return None
+            raise translate(exc, operation) from None
+
+    async def _declined(self, exc: stripe.CardError, money: Money) -> Outcome:
+        """The FAILED outcome of a card error. Without a PaymentIntent in the error body (as
+        with localstripe), the declined charge names it: one best-effort read, left out of the
+        exchange (which keeps the decline, the answer to the call)."""
+        outcome = decline_outcome(exc, money)
+        if outcome.provider_payment_id is None and outcome.reference:
+            try:
+                charge = await self._client.v1.charges.retrieve_async(outcome.reference)
+                found = _id(charge.to_dict().get("payment_intent"))
+            except stripe.StripeError:
+                found = None
+            if found:
+                outcome = decline_outcome(exc, money, found)
+        return outcome
+
+    # -- PaymentProvider --------------------------------------------------------------------
+
+    async def authorize(self, req: AuthorizeRequest, *, idempotency_key: str) -> Outcome:
+        token = req.payment_method.token
+        if not token or not token.startswith("pm_"):
+            raise ProviderError(
+                "stripe needs a Stripe PaymentMethod id (pm_…) as payment_method.token"
+            )
+        amount, currency = to_stripe_amount(req.amount)
+        params: PaymentIntentCreateParams = {
+            "amount": amount,
+            "currency": currency,
+            "payment_method": token,
+            "confirm": True,
+            "capture_method": "automatic" if req.capture else "manual",
+            "metadata": {METADATA_PAYMENT: req.payment_id, METADATA_KEY: idempotency_key},
+            "expand": _EXPAND,
+        }
+        try:
+            pi = await self._call(
+                params,
+                lambda: self._client.v1.payment_intents.create_async(
+                    params, {"idempotency_key": idempotency_key}
+                ),
+            )
+        except stripe.CardError as exc:
+            return await self._declined(exc, req.amount)
+        except stripe.StripeError as exc:
+            raise translate(exc, "authorize") from None
+        return intent_outcome(pi, req.amount)
+
+    async def capture(
+        self, provider_payment_id: str, amount: Money, *, idempotency_key: str
+    ) -> Outcome:
+        minor, _ = to_stripe_amount(amount)
+        params: PaymentIntentCaptureParams = {"amount_to_capture": minor, "expand": _EXPAND}
+        try:
+            pi = await self._call(
+                {"id": provider_payment_id, **params},
+                lambda: self._client.v1.payment_intents.capture_async(
+                    provider_payment_id, params, {"idempotency_key": idempotency_key}
+                ),
+            )
+        except stripe.CardError as exc:
+            return decline_outcome(exc, amount, provider_payment_id)
+        except stripe.StripeError as exc:
+            raise translate(exc, "capture") from None
+        return intent_outcome(pi, amount, captured=amount)
+
+    async def void(self, provider_payment_id: str, *, idempotency_key: str) -> Outcome:
+        try:
+            pi = await self._call(
+                {"id": provider_payment_id},
+                lambda: self._client.v1.payment_intents.cancel_async(
+                    provider_payment_id, options={"idempotency_key": idempotency_key}
+                ),
+            )
+        except stripe.StripeError as exc:
+            raise translate(exc, "void") from None
+        currency = str(pi.get("currency") or "usd").upper()
+        return intent_outcome(pi, Money(0, currency))
+
+    async def refund(
+        self, provider_payment_id: str, amount: Money, *, idempotency_key: str
+    ) -> Outcome:
+        minor, _ = to_stripe_amount(amount)
+        params: RefundCreateParams = {
+            "payment_intent": provider_payment_id,
+            "amount": minor,
+            "metadata": {METADATA_KEY: idempotency_key},
+        }
+        try:
+            refund = await self._call(
+                params,
+                lambda: self._client.v1.refunds.create_async(
+                    params, {"idempotency_key": idempotency_key}
+                ),
+            )
+        except stripe.StripeError as exc:
+            raise translate(exc, "refund") from None
+        outcome = refund_outcome(refund, amount)
+        if outcome.provider_payment_id is None:  # Stripe names it; localstripe may not
+            return _with_payment(outcome, provider_payment_id)
+        return outcome
+
+    async def get_transaction(self, lookup: Lookup) -> Outcome | None:
+        """What Stripe holds for the operation sent with `lookup.idempotency_key`:
+
+        * authorize / sale: the PaymentIntent (by id, or by the key in its metadata);
+        * capture: the PaymentIntent — CAPTURED once succeeded, AUTHORIZED while Stripe still
+          holds the authorization (the capture has not happened);
+        * void: the PaymentIntent — CANCELED once canceled;
+        * refund: the PaymentIntent's refund carrying the key in its metadata.
+
+        None when Stripe has no such object. The exchange records the last call made."""
+        kind = lookup.kind
+        if kind in (OperationKind.AUTHORIZE, OperationKind.SALE):
+            if lookup.provider_payment_id:
+                pi = await self._intent(lookup.provider_payment_id, "get_transaction")
+            else:
+                pi = await self._find_intent(lookup.idempotency_key)
+            return intent_outcome(pi, lookup.amount) if pi is not None else None
+        if not lookup.provider_payment_id:
+            return None  # nothing of this payment ever reached Stripe
+        if kind is OperationKind.REFUND:
+            refund = await self._find_refund(lookup.provider_payment_id, lookup.idempotency_key)
+            if refund is None:
+                return None
+            return _with_payment(refund_outcome(refund, lookup.amount), lookup.provider_payment_id)
+        pi = await self._intent(lookup.provider_payment_id, "get_transaction")
+        if pi is None:
+            return None
+        if kind is OperationKind.CAPTURE:
+            return intent_outcome(pi, lookup.amount, captured=lookup.amount)
+        return intent_outcome(pi, lookup.amount)  # a void: CANCELED once it happened
+
+    async def client_secret(self, provider_payment_id: str) -> str | None:
+        pi = await self._intent(provider_payment_id, "client_secret")
+        secret = pi.get("client_secret") if pi is not None else None
+        return secret if isinstance(secret, str) and secret else None
+
+    def available(self) -> bool:
+        return True  # the circuit breaker lives in the resilient layer
+
+    # -- lookups by key ---------------------------------------------------------------------
+
+    async def _find_intent(self, idempotency_key: str) -> dict[str, Any] | None:
+        """The PaymentIntent created with this key. localstripe has no search API and its list
+        takes only `limit` and `starting_after`, so the newest pages are read and matched on
+        the metadata (Stripe's search would lag by up to a minute anyway)."""
+        params: PaymentIntentListParams = {"limit": LIST_PAGE}
+        for _ in range(LIST_PAGES):
+            page = await self._page(
+                params, partial(self._client.v1.payment_intents.list_async, params)
+            )
+            found = _by_key(page, idempotency_key)
+            if found is not None or not page.get("has_more") or not page.get("data"):
+                return found
+            params = {"limit": LIST_PAGE, "starting_after": str(page["data"][-1]["id"])}
+        return None
+
+    async def _find_refund(
+        self, provider_payment_id: str, idempotency_key: str
+    ) -> dict[str, Any] | None:
+        """Our refund of this PaymentIntent, by the key in its metadata (never by the list's
+        length: localstripe records the released part of a partial capture as a refund)."""
+        params: RefundListParams = {"payment_intent": provider_payment_id, "limit": LIST_PAGE}
+        for _ in range(LIST_PAGES):
+            page = await self._page(params, partial(self._client.v1.refunds.list_async, params))
+            found = _by_key(page, idempotency_key)
+            if found is not None or not page.get("has_more") or not page.get("data"):
+                return found
+            params = {
+                "payment_intent": provider_payment_id,
+                "limit": LIST_PAGE,
+                "starting_after": str(page["data"][-1]["id"]),
+            }
+        return None
+
+    async def _page(self, params: Mapping[str, Any], send: Call) -> dict[str, Any]:
+        try:
+            return await self._call(params, send)
+        except stripe.StripeError as exc:
+            if _not_found(exc):
+                return {"data": [], "has_more": False}
+            raise translate(exc, "get_transaction") from None
+
+
+def _by_key(page: Mapping[str, Any], idempotency_key: str) -> dict[str, Any] | None:
+    for item in page.get("data") or []:
+        metadata = item.get("metadata") if isinstance(item, Mapping) else None
+        if isinstance(metadata, Mapping) and metadata.get(METADATA_KEY) == idempotency_key:
+            return dict(item)
+    return None
+
+
+def _with_payment(outcome: Outcome, provider_payment_id: str) -> Outcome:
+    return replace(outcome, provider_payment_id=outcome.provider_payment_id or provider_payment_id)
