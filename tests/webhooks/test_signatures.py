@@ -223,7 +223,7 @@ class TestStripeEvents:
                     "payment_intent": "pi_9",
                     "currency": "eur",
                     "amount_refunded": 400,
-                    "refunds": {"data": [{"id": "re_1", "amount": 400}]},
+                    "refunds": {"data": [{"id": "re_1", "amount": 400, "status": "succeeded"}]},
                 }
             },
         }

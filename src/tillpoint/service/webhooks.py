@@ -10,10 +10,13 @@ yet simply waits for its next attempt.
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from typing import Any, Final
 
 import structlog
 
@@ -31,6 +34,7 @@ from tillpoint.domain.payment import (
     Payment,
     PaymentStatus,
     ProviderStatus,
+    Refund,
     RefundStatus,
 )
 from tillpoint.service.context import Deps
@@ -50,6 +54,9 @@ from tillpoint.service.ports import (
 log = structlog.get_logger("tillpoint.webhooks")
 
 BATCH = 50
+# A client secret as Stripe spells them: `pi_…_secret_…`, `seti_…_secret_…`, `src_client_secret_…`.
+CLIENT_SECRET: Final = re.compile(rb"\b[a-z]+_[A-Za-z0-9]+_secret_[A-Za-z0-9]+")
+REDACTED: Final = b"[REDACTED]"
 WEBHOOK = ChangeContext(source="webhook", actor="webhook")
 
 
@@ -125,7 +132,7 @@ async def receive_webhook(
         # Signed or not, card data is never kept: a body or header carrying a card number or a
         # CVC field is stored redacted (processing reads the fields it needs, never these).
         headers=redact_card_data(verifier.redact(headers))[0],
-        body=redact_card_json(body)[0],
+        body=without_client_secrets(redact_card_json(body)[0]),
         received_at=now,
         next_attempt_at=now,
     )
@@ -143,6 +150,32 @@ async def receive_webhook(
         duplicate=not stored,
     )
     return not stored
+
+
+def without_client_secrets(body: bytes) -> bytes:
+    """The body with every client secret replaced (Stripe sends a PaymentIntent's with each of
+    its events, and 3-D Secure URLs may embed one): a client secret is never stored. Processing
+    reads other fields only; the body unchanged when it holds none."""
+    if not CLIENT_SECRET.search(body) and b'"client_secret"' not in body:
+        return body
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return CLIENT_SECRET.sub(REDACTED, body)
+    return json.dumps(_scrub(document), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: REDACTED.decode() if k == "client_secret" and value[k] else _scrub(value[k])
+            for k in value
+        }
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    if isinstance(value, str):
+        return CLIENT_SECRET.sub(REDACTED, value.encode()).decode()
+    return value
 
 
 # -- processing -------------------------------------------------------------------------------
@@ -247,11 +280,11 @@ async def _apply(
         log.warning("payment.disputed", payment_id=payment.id, order_id=payment.order_id)
         await uow.payments.save(payment)
         return WebhookStatus.PROCESSED
-    if signal.kind is ProviderStatus.REFUNDED:
-        change = await _apply_refund(uow, payment, signal, deps=deps)
+    if signal.about_refund:
+        changed = await _apply_refund(uow, payment, signal, deps=deps)
     else:
-        change = await _apply_payment_signal(uow, payment, signal, deps=deps)
-    return WebhookStatus.PROCESSED if change.moved else WebhookStatus.IGNORED
+        changed = (await _apply_payment_signal(uow, payment, signal, deps=deps)).moved
+    return WebhookStatus.PROCESSED if changed else WebhookStatus.IGNORED
 
 
 def _outcome(payment: Payment, signal: Signal) -> Outcome:
@@ -310,45 +343,68 @@ def _transaction_id(ops: list[Operation], signal: Signal) -> str:
     return signal.provider_payment_id
 
 
-async def _apply_refund(uow: UnitOfWork, payment: Payment, signal: Signal, *, deps: Deps) -> Change:
-    """Settle the pending refund the signal is about. A refund we already recorded as
-    succeeded is stale; one we have no record of yet (our own call has not committed) waits."""
+async def _apply_refund(uow: UnitOfWork, payment: Payment, signal: Signal, *, deps: Deps) -> bool:
+    """Settle the refund of ours the signal is about; returns whether anything changed.
+
+    A refund already settled stays settled (the signal is stale). A refund we have no record of
+    (made at the provider, in its dashboard) settles nothing of ours: a REFUNDED signal for it
+    goes to `Payment.apply` without an operation, which records it; any other is stale.
+    """
     refunds = await uow.refunds.for_payment(payment.id)
-    known = signal.provider_refund_id
-    pending = [r for r in refunds if r.status is RefundStatus.PENDING]
-    settled = any(r.status is RefundStatus.SUCCEEDED for r in refunds)
-    by_ref = [r for r in pending if known and r.provider_refund_id == known]
-    by_amount = [r for r in pending if signal.amount is None or r.amount == signal.amount]
-    candidates = by_ref or by_amount
-    refund = candidates[0] if candidates else None
-    already = known and any(
-        r.provider_refund_id == known and r.status is RefundStatus.SUCCEEDED for r in refunds
-    )
-    op = None
-    if refund is not None and not already:
-        op = next(
-            (
-                o
-                for o in await uow.operations.open_for(payment.id)
-                if o.kind is OperationKind.REFUND and o.refund_id == refund.id
-            ),
-            None,
-        )
+    ops = await uow.operations.for_payment(payment.id)
+    refund = _our_refund(signal, refunds, ops)
+    if refund is None and signal.kind is ProviderStatus.REFUNDED:
+        outcome = replace(_outcome(payment, signal), reference=signal.provider_refund_id)
+        return (await apply_outcome(uow, payment, None, outcome, WEBHOOK, deps=deps)).moved
+    if refund is None or refund.status is not RefundStatus.PENDING:
+        stale = "refunded" if signal.kind is ProviderStatus.REFUNDED else "refund_" + signal.kind
+        payment.ignore_stale(stale.lower(), deps.clock.now(), WEBHOOK.source)
+        await uow.payments.save(payment)
+        return False
+    op = next((o for o in ops if o.open and o.refund_id == refund.id), None)
     if op is None:
-        if already or (not pending and settled):
-            payment.ignore_stale("refunded", deps.clock.now(), WEBHOOK.source)
-            await uow.payments.save(payment)
-            return Change(payment.status, payment.status)
-        raise PaymentNotKnownYet(f"no pending refund of payment {payment.id} matches")
-    assert refund is not None
+        raise PaymentNotKnownYet(f"refund {refund.id} of payment {payment.id} has no open call")
     outcome = Outcome(
-        status=ProviderStatus.REFUNDED,
+        status=signal.kind,
         provider_payment_id=signal.provider_payment_id,
         amount_minor=refund.amount.minor,
         currency=refund.amount.currency,
-        reference=known,
+        reference=signal.provider_refund_id,
+        failure_code=signal.failure_code,
+        failure_message=signal.failure_message,
     )
-    return await apply_outcome(uow, payment, op, outcome, WEBHOOK, deps=deps)
+    change = await apply_outcome(uow, payment, op, outcome, WEBHOOK, deps=deps)
+    settled = await uow.refunds.get(refund.id)
+    return change.moved or (settled is not None and settled.status is not refund.status)
+
+
+def _our_refund(signal: Signal, refunds: list[Refund], ops: list[Operation]) -> Refund | None:
+    """Ours by the provider's refund id; else, when our call never learned that id (it timed
+    out), by the idempotency key the provider echoes, which names exactly one refund or none of
+    ours; else, from a provider that echoes no key, a pending refund of the signal's amount."""
+    known = signal.provider_refund_id
+    if known is not None:
+        match = next((r for r in refunds if r.provider_refund_id == known), None)
+        if match is not None:
+            return match
+    if signal.idempotency_key is not None:
+        refund_id = next(
+            (
+                o.refund_id
+                for o in ops
+                if o.kind is OperationKind.REFUND and o.idempotency_key == signal.idempotency_key
+            ),
+            None,
+        )
+        return next((r for r in refunds if refund_id is not None and r.id == refund_id), None)
+    pending = (
+        r
+        for r in refunds
+        if r.status is RefundStatus.PENDING
+        and (known is None or r.provider_refund_id is None)
+        and (signal.amount is None or r.amount == signal.amount)
+    )
+    return next(pending, None)
 
 
 # -- administration ---------------------------------------------------------------------------

@@ -58,16 +58,19 @@ def mock_webhook_secret(settings: Settings) -> str:
 
 
 def webhook_verifiers(settings: Settings, mock_secret: str) -> dict[str, WebhookVerifier]:
-    """`mock` always; `stripe` only when its webhook secret is configured."""
+    """`mock` always; `stripe` only when at least one of its signing secrets is configured
+    (`TILLPOINT_STRIPE_WEBHOOK_SECRETS`, comma-separated for a rotation, and/or
+    `TILLPOINT_STRIPE_WEBHOOK_SECRET`); a signature made with any of them is accepted."""
     try:
         verifiers: dict[str, WebhookVerifier] = {
             "mock": StandardWebhooksVerifier("mock", mock_secret)
         }
     except Exception as exc:
         raise WebhookSecretRefused(f"the mock webhook secret is unusable: {exc}") from None
-    if settings.stripe_webhook_secret is not None:
-        secret = settings.stripe_webhook_secret.get_secret_value().strip()
-        if not secret:
-            raise WebhookSecretRefused("TILLPOINT_STRIPE_WEBHOOK_SECRET is set but empty")
-        verifiers["stripe"] = StripeVerifier(secret)
+    single = settings.stripe_webhook_secret
+    if single is not None and not single.get_secret_value().strip():
+        raise WebhookSecretRefused("TILLPOINT_STRIPE_WEBHOOK_SECRET is set but empty")
+    stripe_secrets = tuple(secret.strip() for secret in settings.stripe_signing_secrets)
+    if stripe_secrets:
+        verifiers["stripe"] = StripeVerifier(*stripe_secrets)
     return verifiers

@@ -1,9 +1,22 @@
 """Stripe webhooks, verified with the official SDK (`stripe.WebhookSignature.verify_header`).
 
 `Stripe-Signature: t=<unix>,v1=<hex>[,v1=…]`, HMAC-SHA256 of `"{t}.{body}"` keyed with the whole
-`whsec_…` string. The SDK rejects only timestamps too old; API.md asks for ±5 minutes, so one
-too far ahead is refused here as well. Parsing reads the event's JSON directly: the SDK's
-`Event` objects never leave this module.
+`whsec_…` string. Several signing secrets may be configured while one is rotated: a signature
+made with any of them passes. The SDK rejects only timestamps too old; API.md asks for ±5
+minutes, so one too far ahead is refused here as well. Parsing reads the event's JSON directly:
+the SDK's `Event` objects never leave this module.
+
+What each handled type becomes:
+
+* `payment_intent.*`: the PaymentIntent's state; `next_action` reduced to its type (and the
+  redirect URL when it carries no secret), a failure's codes mapped to ours (`stripe_codes`).
+* `refund.created` / `.updated` / `.failed` and `charge.refund.updated` (a refund object), and
+  `charge.refunded` (a charge with its refunds; the signal is about the newest refund listed):
+  the refund's state, with Stripe's refund id and the idempotency key we sent in its metadata, so
+  the service finds our refund even when our own call never learned Stripe's id. A charge that
+  lists no refunds (API versions from 2022-11-15 leave the list out) says nothing to act on.
+* `charge.dispute.created`: a chargeback.
+* Anything else: no signal (stored and IGNORED).
 """
 
 from __future__ import annotations
@@ -15,11 +28,13 @@ from typing import Any, Final
 
 import stripe
 
+from tillpoint.adapters.stripe_codes import our_code
 from tillpoint.adapters.webhooks import redact
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money, exponent_of
 from tillpoint.domain.payment import ProviderStatus
 from tillpoint.service.ports import (
+    MAX_FAILURE_MESSAGE,
     InvalidSignature,
     MalformedEvent,
     ParsedEvent,
@@ -28,6 +43,9 @@ from tillpoint.service.ports import (
 )
 
 TOLERANCE: Final = 300
+# The metadata entry our Stripe adapter puts on every refund it creates: the refund operation's
+# provider idempotency key (`payment_transactions.idempotency_key`).
+IDEMPOTENCY_METADATA: Final = "tillpoint_idempotency_key"
 
 INTENT_KINDS: Final[Mapping[str, ProviderStatus]] = {
     "payment_intent.succeeded": ProviderStatus.CAPTURED,
@@ -42,25 +60,45 @@ INTENT_AMOUNT: Final[Mapping[ProviderStatus, str]] = {
     ProviderStatus.CAPTURED: "amount_received",
     ProviderStatus.AUTHORIZED: "amount_capturable",
 }
+REFUND_EVENTS: Final = frozenset(
+    {"refund.created", "refund.updated", "refund.failed", "charge.refund.updated"}
+)
+# A refund's `status`: pending ones are still with Stripe (PROCESSING settles nothing).
+REFUND_KINDS: Final[Mapping[str, ProviderStatus]] = {
+    "pending": ProviderStatus.PROCESSING,
+    "requires_action": ProviderStatus.PROCESSING,
+    "succeeded": ProviderStatus.REFUNDED,
+    "failed": ProviderStatus.FAILED,
+    "canceled": ProviderStatus.FAILED,
+}
+HANDLED_TYPES: Final = frozenset(
+    {*INTENT_KINDS, *REFUND_EVENTS, "charge.refunded", "charge.dispute.created"}
+)
 
 
 class StripeVerifier:
     provider = "stripe"
 
-    def __init__(self, secret: str, *, now: Callable[[], float] = time.time) -> None:
-        if not secret.strip():
-            raise ValueError("the stripe webhook secret is empty")
-        self._secret = secret
+    def __init__(self, *secrets: str, now: Callable[[], float] = time.time) -> None:
+        if not secrets or not all(secret.strip() for secret in secrets):
+            raise ValueError("a stripe webhook secret is empty")
+        self._secrets = secrets
         self._now = now
 
     def verify(self, body: bytes, headers: Mapping[str, str]) -> ParsedEvent:
         header = {k.lower(): v for k, v in headers.items()}.get("stripe-signature")
-        try:
-            stripe.WebhookSignature.verify_header(body, header, self._secret, TOLERANCE)
-        except stripe.SignatureVerificationError as exc:
-            raise InvalidSignature(str(exc.user_message or exc)) from None
-        except Exception as exc:  # e.g. a body that is not UTF-8
-            raise InvalidSignature(type(exc).__name__) from None
+        reason = "no signing secret"
+        for secret in self._secrets:
+            try:
+                stripe.WebhookSignature.verify_header(body, header, secret, TOLERANCE)
+            except stripe.SignatureVerificationError as exc:
+                reason = str(exc.user_message or exc)
+            except Exception as exc:  # e.g. a body that is not UTF-8
+                raise InvalidSignature(type(exc).__name__) from None
+            else:
+                break
+        else:
+            raise InvalidSignature(reason)
         assert header is not None
         if _timestamp(header) > self._now() + TOLERANCE:
             raise InvalidSignature("timestamp is too far in the future")
@@ -73,6 +111,8 @@ class StripeVerifier:
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise MalformedEvent(f"not a Stripe event: {exc!r}") from None
         event_id, event_type = event_identity(event_id, event_type)
+        if event_type not in HANDLED_TYPES:
+            return ParsedEvent(event_id, event_type, None)
         try:  # identified: from here on a malformed event is stored, and failed when processed
             obj = event["data"]["object"]
             if not isinstance(obj, Mapping):
@@ -105,28 +145,24 @@ def _money(minor: object, currency: object) -> Money | None:
     return Money(minor, currency.upper())
 
 
+def _id(value: object) -> str | None:
+    """An id field, or the id of an expanded object in its place."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    return value if isinstance(value, str) and value else None
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
 def _signal(event_type: str, obj: Mapping[str, Any]) -> Signal | None:
     if event_type in INTENT_KINDS:
-        kind = INTENT_KINDS[event_type]
-        error = obj.get("last_payment_error") or {}
-        amount_field = INTENT_AMOUNT.get(kind, "amount")
-        return Signal(
-            kind=kind,
-            provider_payment_id=str(obj["id"]),
-            amount=_money(obj.get(amount_field) or obj.get("amount"), obj.get("currency")),
-            failure_code=(error.get("decline_code") or error.get("code")) if error else None,
-            failure_message=error.get("message") if error else None,
-            next_action=obj.get("next_action") if kind is ProviderStatus.REQUIRES_ACTION else None,
-        )
+        return _intent_signal(INTENT_KINDS[event_type], obj)
+    if event_type in REFUND_EVENTS:
+        return _refund_signal(obj)
     if event_type == "charge.refunded":
-        refunds = (obj.get("refunds") or {}).get("data") or []
-        latest = refunds[0] if refunds else {}
-        return Signal(
-            kind=ProviderStatus.REFUNDED,
-            provider_payment_id=str(obj["payment_intent"]),
-            amount=_money(latest.get("amount"), obj.get("currency")) if latest else None,
-            provider_refund_id=latest.get("id") if latest else None,
-        )
+        return _charge_refunded(obj)
     if event_type == "charge.dispute.created":
         return Signal(
             kind=ProviderStatus.DISPUTED,
@@ -135,3 +171,84 @@ def _signal(event_type: str, obj: Mapping[str, Any]) -> Signal | None:
             failure_code=obj.get("reason"),
         )
     return None
+
+
+def _intent_signal(kind: ProviderStatus, intent: Mapping[str, Any]) -> Signal:
+    minor = intent.get(INTENT_AMOUNT.get(kind, "amount"))
+    if minor is None:  # localstripe, for one, sends neither amount_received nor _capturable
+        minor = intent.get("amount")
+    failed = kind is ProviderStatus.FAILED
+    error: Mapping[str, Any] = (intent.get("last_payment_error") or {}) if failed else {}
+    message = _text(error.get("message"))
+    return Signal(
+        kind=kind,
+        provider_payment_id=str(intent["id"]),
+        amount=_money(minor, intent.get("currency")),
+        failure_code=our_code(_text(error.get("code")), _text(error.get("decline_code")))
+        if failed
+        else None,
+        failure_message=message[:MAX_FAILURE_MESSAGE] if message else None,
+        next_action=_next_action(intent.get("next_action"))
+        if kind is ProviderStatus.REQUIRES_ACTION
+        else None,
+    )
+
+
+def _next_action(raw: object) -> dict[str, str] | None:
+    """What a storefront needs to know of Stripe's `next_action`, never the raw object (its
+    `use_stripe_sdk` part is Stripe.js's business). A redirect URL that carries a secret (3-D
+    Secure URLs may embed the PaymentIntent's client secret) is left out: it would be stored
+    and published with the payment's events, and the storefront finishes that step with
+    Stripe.js and the payment's `client_secret` instead."""
+    if not isinstance(raw, Mapping):
+        return None
+    kind = _text(raw.get("type"))
+    if kind is None:
+        return None
+    action = {"type": kind[:64]}
+    if kind == "redirect_to_url":
+        target = raw.get("redirect_to_url")
+        url = _text(target.get("url")) if isinstance(target, Mapping) else None
+        if url is not None and "secret" not in url.lower() and len(url) <= 2048:
+            action["redirect_url"] = url
+    return action
+
+
+def _refund_signal(
+    refund: Mapping[str, Any], *, payment_intent: object = None, currency: object = None
+) -> Signal | None:
+    """A refund object's state. One that belongs to no PaymentIntent is none of ours."""
+    provider_payment_id = _id(refund.get("payment_intent")) or _id(payment_intent)
+    if provider_payment_id is None:
+        return None
+    status = refund.get("status")
+    kind = REFUND_KINDS.get(status) if isinstance(status, str) else None
+    if kind is None:
+        raise MalformedEvent(f"unknown refund status {status!r}")
+    refund_id = _id(refund.get("id"))
+    if refund_id is None:
+        raise MalformedEvent("the refund has no `id`")
+    metadata = refund.get("metadata") or {}
+    failed = kind is ProviderStatus.FAILED
+    return Signal(
+        kind=kind,
+        provider_payment_id=provider_payment_id,
+        amount=_money(refund.get("amount"), refund.get("currency") or currency),
+        provider_refund_id=refund_id,
+        idempotency_key=_text(metadata.get(IDEMPOTENCY_METADATA)),
+        failure_code=(_text(refund.get("failure_reason")) or status) if failed else None,
+    )
+
+
+def _charge_refunded(charge: Mapping[str, Any]) -> Signal | None:
+    """About the newest refund the charge lists (Stripe lists the newest first; `created`
+    decides should it not). Each of our refunds is also announced by its own `refund.*`
+    events, which is what finds a refund this choice passes over."""
+    listed = (charge.get("refunds") or {}).get("data") or []
+    refunds = [r for r in listed if isinstance(r, Mapping)]
+    if not refunds:
+        return None
+    newest = max(refunds, key=lambda r: r.get("created") or 0)
+    return _refund_signal(
+        newest, payment_intent=charge.get("payment_intent"), currency=charge.get("currency")
+    )

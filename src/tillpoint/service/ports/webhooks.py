@@ -84,6 +84,12 @@ def event_identity(provider_event_id: object, event_type: object) -> tuple[str, 
 
 @dataclass(frozen=True, slots=True)
 class Signal:
+    """What a provider event says about one of its payments, or about one of its refunds
+    (`about_refund`): then `kind` is the refund's state (PROCESSING while the provider still
+    works on it, REFUNDED, FAILED), `provider_refund_id` the provider's id of it and
+    `idempotency_key` the provider idempotency key we sent it with, when the provider echoes it
+    (it finds our refund when our own call never learned the provider's id)."""
+
     kind: ProviderStatus
     provider_payment_id: str
     amount: Money | None = None
@@ -91,16 +97,22 @@ class Signal:
     failure_message: str | None = None
     provider_refund_id: str | None = None
     next_action: Mapping[str, Any] | None = None
+    idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
         _checked_text(
             "provider_payment_id", self.provider_payment_id, MAX_PROVIDER_ID, optional=False
         )
         _checked_text("provider_refund_id", self.provider_refund_id, MAX_PROVIDER_ID)
+        _checked_text("idempotency_key", self.idempotency_key, MAX_PROVIDER_ID)
         _checked_text("failure_code", self.failure_code, MAX_FAILURE_CODE)
         _checked_text("failure_message", self.failure_message, MAX_FAILURE_MESSAGE, free=True)
         if self.next_action is not None and not isinstance(self.next_action, Mapping):
             raise MalformedEvent("`next_action` must be an object")
+
+    @property
+    def about_refund(self) -> bool:
+        return self.kind is ProviderStatus.REFUNDED or self.provider_refund_id is not None
 
 
 @dataclass(frozen=True, slots=True)
