@@ -16,15 +16,15 @@ from tillpoint.adapters.providers.stripe import (
     MAXIMUM_CHARGE,
     StripeGateway,
     decline_outcome,
-    failure_code,
     from_stripe_amount,
     intent_outcome,
-    next_action,
     refund_outcome,
     safe_text,
     to_stripe_amount,
     translate,
 )
+from tillpoint.adapters.stripe_codes import our_code as failure_code
+from tillpoint.adapters.stripe_codes import our_next_action as next_action
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import CaptureMethod, ProviderStatus

@@ -49,6 +49,7 @@ from stripe.params import (
 )
 
 from tillpoint.adapters.providers.exchange import exchange
+from tillpoint.adapters.stripe_codes import our_code, our_next_action
 from tillpoint.domain.money import Money, exponent_of
 from tillpoint.domain.payment import OperationKind, Outcome, ProviderStatus
 from tillpoint.service.ports import (
@@ -164,32 +165,7 @@ CAPABILITIES: Final = Capabilities(
 
 # -- declines ------------------------------------------------------------------------------------
 
-# Stripe's error `code` / `decline_code` → our failure codes (API.md: card_declined,
-# insufficient_funds, expired_card, fraud_suspected, invalid_card). Anything else, including
-# `payment_intent_authentication_failure` (a failed 3-D Secure), is `card_declined`.
-DECLINE_CODES: Final[Mapping[str, str]] = {
-    "insufficient_funds": "insufficient_funds",
-    "fraudulent": "fraud_suspected",
-    "stolen_card": "fraud_suspected",
-    "lost_card": "fraud_suspected",
-    "expired_card": "expired_card",
-    "incorrect_number": "invalid_card",
-    "invalid_number": "invalid_card",
-    "invalid_cvc": "invalid_card",
-    "incorrect_cvc": "invalid_card",
-    "invalid_expiry_month": "invalid_card",
-    "invalid_expiry_year": "invalid_card",
-}
-DEFAULT_DECLINE: Final = "card_declined"
 DEFAULT_DECLINE_MESSAGE: Final = "The payment was declined."
-
-
-def failure_code(code: str | None, decline_code: str | None = None) -> str:
-    """Our failure code for Stripe's error `code` and its `decline_code` (the more precise)."""
-    for candidate in (decline_code, code):
-        if candidate and candidate in DECLINE_CODES:
-            return DECLINE_CODES[candidate]
-    return DEFAULT_DECLINE
 
 
 # -- errors --------------------------------------------------------------------------------------
@@ -283,21 +259,6 @@ def _money(obj: Mapping[str, Any], field: str, fallback: Money) -> Money:
     return fallback
 
 
-def next_action(raw: object) -> dict[str, Any]:
-    """The customer step in our terms: a redirect URL, or "finish it with Stripe.js" (which
-    needs the client secret, handed out separately — never part of `next_action`).
-
-    Stripe answers `redirect_to_url` only when a `return_url` was sent (we send none), and
-    its hosted 3-D Secure URLs can carry `payment_intent_client_secret` in their query: such
-    a URL is never passed on — Stripe.js finishes any next action from the client secret."""
-    if isinstance(raw, Mapping) and raw.get("type") == "redirect_to_url":
-        redirect = raw.get("redirect_to_url")
-        url = redirect.get("url") if isinstance(redirect, Mapping) else None
-        if isinstance(url, str) and url and not _SECRETS.search(url) and "secret" not in url:
-            return {"type": "redirect_to_url", "redirect_url": url}
-    return {"type": "use_stripe_sdk"}
-
-
 def _risk(charge: object) -> int | None:
     if isinstance(charge, Mapping):
         outcome = charge.get("outcome")
@@ -334,7 +295,7 @@ def intent_outcome(
             return Outcome(
                 status=ProviderStatus.REQUIRES_ACTION,
                 amount_minor=money.minor,
-                next_action=next_action(pi.get("next_action")),
+                next_action=our_next_action(pi.get("next_action")),
                 **base,
             )
         case "canceled":
@@ -345,7 +306,7 @@ def intent_outcome(
             return Outcome(
                 status=ProviderStatus.FAILED,
                 amount_minor=money.minor,
-                failure_code=failure_code(error.get("code"), error.get("decline_code")),
+                failure_code=our_code(error.get("code"), error.get("decline_code")),
                 failure_message=safe_text(error.get("message")) or DEFAULT_DECLINE_MESSAGE,
                 **base,
             )
@@ -395,7 +356,7 @@ def decline_outcome(
         amount_minor=fallback.minor,
         currency=fallback.currency,
         reference=_id(charge),
-        failure_code=failure_code(exc.code or error.get("code"), error.get("decline_code")),
+        failure_code=our_code(exc.code or error.get("code"), error.get("decline_code")),
         failure_message=safe_text(exc.user_message or error.get("message"))
         or DEFAULT_DECLINE_MESSAGE,
     )

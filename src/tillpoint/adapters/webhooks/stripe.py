@@ -28,7 +28,7 @@ from typing import Any, Final
 
 import stripe
 
-from tillpoint.adapters.stripe_codes import our_code
+from tillpoint.adapters.stripe_codes import our_code, our_next_action
 from tillpoint.adapters.webhooks import redact
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money, exponent_of
@@ -188,30 +188,10 @@ def _intent_signal(kind: ProviderStatus, intent: Mapping[str, Any]) -> Signal:
         if failed
         else None,
         failure_message=message[:MAX_FAILURE_MESSAGE] if message else None,
-        next_action=_next_action(intent.get("next_action"))
+        next_action=our_next_action(intent.get("next_action"))
         if kind is ProviderStatus.REQUIRES_ACTION
         else None,
     )
-
-
-def _next_action(raw: object) -> dict[str, str] | None:
-    """What a storefront needs to know of Stripe's `next_action`, never the raw object (its
-    `use_stripe_sdk` part is Stripe.js's business). A redirect URL that carries a secret (3-D
-    Secure URLs may embed the PaymentIntent's client secret) is left out: it would be stored
-    and published with the payment's events, and the storefront finishes that step with
-    Stripe.js and the payment's `client_secret` instead."""
-    if not isinstance(raw, Mapping):
-        return None
-    kind = _text(raw.get("type"))
-    if kind is None:
-        return None
-    action = {"type": kind[:64]}
-    if kind == "redirect_to_url":
-        target = raw.get("redirect_to_url")
-        url = _text(target.get("url")) if isinstance(target, Mapping) else None
-        if url is not None and "secret" not in url.lower() and len(url) <= 2048:
-            action["redirect_url"] = url
-    return action
 
 
 def _refund_signal(
