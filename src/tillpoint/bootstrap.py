@@ -19,11 +19,13 @@ from tillpoint.adapters.db.engine import make_engine
 from tillpoint.adapters.db.idempotency import SqlIdempotencyStore
 from tillpoint.adapters.db.migrate import SchemaState
 from tillpoint.adapters.db.outbox import SqlOutbox
+from tillpoint.adapters.db.provider_calls import SqlProviderCallLog
 from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
 from tillpoint.adapters.keys import KeyStore, load_keys
 from tillpoint.adapters.providers import ProviderRegistry
 from tillpoint.adapters.providers.mock import MockGateway
 from tillpoint.adapters.providers.mock_webhooks import MockWebhookSimulator
+from tillpoint.adapters.providers.resilient import CallPolicy, resilient
 from tillpoint.adapters.telemetry import PrometheusTelemetry
 from tillpoint.adapters.webhooks.setup import mock_webhook_secret, webhook_verifiers
 from tillpoint.config import ApiKey, ConfigurationRefused, Settings
@@ -37,7 +39,7 @@ from tillpoint.service.consumers import (
 from tillpoint.service.context import Deps, ServiceConfig
 from tillpoint.service.idempotency import Idempotency
 from tillpoint.service.outbox import OutboxHealth, OutboxRelay, outbox_health, report_outbox_health
-from tillpoint.service.ports import Clock, PaymentProvider, Publisher
+from tillpoint.service.ports import Clock, PaymentProvider, ProviderCallLog, Publisher
 from tillpoint.service.webhooks import WebhookInbox, receive_webhook
 
 log = structlog.get_logger("tillpoint.bootstrap")
@@ -142,13 +144,27 @@ def schema_preflight(settings: Settings) -> None:
         log.warning("startup.schema_ahead", revision=revisions, code_head=migrations.head())
 
 
+def call_policy(settings: Settings) -> CallPolicy:
+    """The resilience settings of every provider call."""
+    return CallPolicy(
+        timeout=settings.provider_timeout.total_seconds(),
+        retries=settings.provider_retries,
+        backoff=settings.provider_retry_backoff.total_seconds(),
+        backoff_max=settings.provider_retry_backoff_max.total_seconds(),
+        breaker_threshold=settings.provider_breaker_threshold,
+        breaker_reset=settings.provider_breaker_reset.total_seconds(),
+    )
+
+
 def service_config(settings: Settings) -> ServiceConfig:
     return ServiceConfig(
         failure_policy=settings.on_payment_failure,
         default_provider=settings.default_provider,
         snapshot_ttl=settings.snapshot_ttl,
         payment_ttl=settings.payment_ttl,
-        provider_timeout=settings.provider_timeout.total_seconds(),
+        # A whole call, every attempt and backoff of the resilient layer included: the
+        # per-attempt timeout (`TILLPOINT_PROVIDER_TIMEOUT`) is the adapters' own.
+        provider_timeout=call_policy(settings).budget(),
         recheck_schedule=settings.recheck_schedule,
         idempotency_ttl=settings.idempotency_ttl,
     )
@@ -160,12 +176,13 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     telemetry = PrometheusTelemetry()
     mock = MockGateway(engine, delay_ms=settings.mock_delay_ms, clock=clock.now)
-    providers: dict[str, PaymentProvider] = {"mock": mock}
+    calls = SqlProviderCallLog(engine)
     deps = Deps(
         uow=SqlUnitOfWorkFactory(engine, dialect=settings.event_dialect),
-        providers=ProviderRegistry(providers),
+        providers=ProviderRegistry(_providers(settings, mock, calls, telemetry, clock)),
         clock=clock,
         telemetry=telemetry,
+        calls=calls,
         config=service_config(settings),
     )
     keys, dev_keys_file = load_keys(settings)
@@ -191,6 +208,25 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         mock_webhooks=mock_webhooks,
         publisher=publisher,
     )
+
+
+def _providers(
+    settings: Settings,
+    mock: MockGateway,
+    calls: ProviderCallLog,
+    telemetry: PrometheusTelemetry,
+    clock: Clock,
+) -> dict[str, PaymentProvider]:
+    """Every provider adapter, each behind the resilient call layer (timeout, retries, its
+    own circuit breaker, the call audit)."""
+    adapters: list[PaymentProvider] = [mock]
+    policy = call_policy(settings)
+    return {
+        adapter.name: resilient(
+            adapter, policy=policy, calls=calls, metrics=telemetry, clock=clock.now
+        )
+        for adapter in adapters
+    }
 
 
 def outbox_relay(container: Container) -> OutboxRelay | None:

@@ -54,6 +54,7 @@ from tillpoint.service.ports import (
     PaymentFilter,
     PaymentProvider,
     PaymentRepository,
+    ProviderCallLog,
     ProviderTimeout,
     ReconciliationRepository,
     RefundRepository,
@@ -64,6 +65,7 @@ from tillpoint.service.ports import (
     UnitOfWorkFactory,
     WebhookRepository,
 )
+from tillpoint.service.ports import ProviderCall as AuditedCall
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -744,6 +746,19 @@ class FakeProvider:
         return not self.open_circuit
 
 
+class FakeCallLog:
+    """The provider call audit, in memory: the rows, in the order they were recorded."""
+
+    def __init__(self) -> None:
+        self.rows: list[AuditedCall] = []
+
+    async def record(self, call: AuditedCall) -> None:
+        self.rows.append(call)
+
+    async def for_payment(self, payment_id: str) -> list[AuditedCall]:
+        return [row for row in self.rows if row.payment_id == payment_id]
+
+
 # -- time and measurements -----------------------------------------------------------------------
 
 
@@ -807,11 +822,13 @@ def world(config: ServiceConfig | None = None, *, provider: str = "fake") -> Wor
     gateway: PaymentProvider = fake_provider
     clock: Clock = fake_clock
     telemetry: Telemetry = fake_telemetry
+    calls: ProviderCallLog = FakeCallLog()
     deps = Deps(
         uow=uow,
         providers={provider: gateway},
         clock=clock,
         telemetry=telemetry,
+        calls=calls,
         config=config or ServiceConfig(default_provider=provider),
     )
     return World(store, fake_provider, fake_clock, fake_telemetry, deps)

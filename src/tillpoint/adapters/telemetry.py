@@ -57,8 +57,8 @@ COUNTERS: Final[dict[str, Counter]] = {
 HISTOGRAMS: Final[dict[str, Histogram]] = {
     "payment_attempt_duration_seconds": Histogram(
         "payment_attempt_duration_seconds",
-        "Provider call duration",
-        ["provider", "operation"],
+        "Duration of each provider call attempt (retries are attempts of their own)",
+        ["provider", "operation", "outcome"],
         registry=REGISTRY,
     ),
     "outbox_lag_seconds": Histogram(
@@ -81,6 +81,12 @@ GAUGES: Final[dict[str, Gauge]] = {
     "webhook_backlog": Gauge(
         "webhook_backlog", "Stored webhooks waiting to be processed", registry=REGISTRY
     ),
+    "provider_circuit_state": Gauge(
+        "provider_circuit_state",
+        "A provider's circuit breaker: 0 closed, 1 half-open, 2 open (calls fail fast)",
+        ["provider"],
+        registry=REGISTRY,
+    ),
 }
 
 
@@ -93,8 +99,11 @@ class PrometheusTelemetry:
         histogram = HISTOGRAMS[name]
         (histogram.labels(**labels) if labels else histogram).observe(seconds)
 
-    def gauge(self, name: str, value: float) -> None:
-        GAUGES[name].set(value)
+    def gauge(self, name: str, value: float, **labels: str) -> None:
+        """The `Telemetry` port's gauge; labels only for a labelled gauge (the circuit state),
+        set by the adapters that own one."""
+        gauge = GAUGES[name]
+        (gauge.labels(**labels) if labels else gauge).set(value)
 
     def exposition(self) -> tuple[bytes, str]:
         """Every metric in the Prometheus text format, and its content type (`GET /metrics`)."""

@@ -1,4 +1,5 @@
-"""What every use case receives: the unit of work, providers, clock, settings and telemetry."""
+"""What every use case receives: the unit of work, providers, the provider call audit, clock,
+settings and telemetry."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from tillpoint.domain.order import FailurePolicy
-from tillpoint.service.ports import Clock, Providers, Telemetry, UnitOfWorkFactory
+from tillpoint.service.ports import (
+    Clock,
+    ProviderCallLog,
+    Providers,
+    Telemetry,
+    UnitOfWorkFactory,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +22,9 @@ class ServiceConfig:
     default_provider: str = "mock"
     snapshot_ttl: timedelta = timedelta(minutes=15)
     payment_ttl: timedelta = timedelta(minutes=30)
+    # The longest a whole provider call may take (every attempt, retry and backoff of the
+    # resilient call layer): the deadline of `provider_calls.ask` and the janitor's lookups, and
+    # how long the janitor leaves a PENDING operation alone as possibly in flight.
     provider_timeout: float = 5.0
     # When an operation's outcome is unknown, ask the provider after each of these delays;
     # the last one repeats.
@@ -37,4 +47,5 @@ class Deps:
     providers: Providers
     clock: Clock
     telemetry: Telemetry
+    calls: ProviderCallLog  # the provider call audit, written by the resilient call layer
     config: ServiceConfig = ServiceConfig()

@@ -10,7 +10,6 @@ refund answer their failures through one path (`provider_error`).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 
 from tillpoint.domain.errors import InvalidStateTransition, NotFound, ProviderFailure
@@ -71,8 +70,8 @@ async def ask(
     deps: Deps, provider: PaymentProvider, op: Operation, call: Callable[[], Awaitable[Outcome]]
 ) -> Outcome | NoAnswer:
     """The provider call, bounded by the provider timeout. A call that gives no answer says
-    why: a timeout (it may have acted), or the provider unreachable or refusing the call."""
-    started = time.perf_counter()
+    why: a timeout (it may have acted), or the provider unreachable or refusing the call.
+    Each attempt is timed and audited by the resilient call layer around the adapter."""
     try:
         async with asyncio.timeout(deps.config.provider_timeout):
             return await call()
@@ -82,13 +81,6 @@ async def ask(
         return NoAnswer(Silence.UNREACHABLE, str(exc))
     except ProviderError as exc:
         return NoAnswer(Silence.ERROR, str(exc))
-    finally:
-        deps.telemetry.observe(
-            "payment_attempt_duration_seconds",
-            time.perf_counter() - started,
-            provider=provider.name,
-            operation=op.kind.value.lower(),
-        )
 
 
 async def record(

@@ -366,3 +366,25 @@ reconciliation_runs = sa.Table(
     _ts("started_at"),
     _ts("finished_at", nullable=True),
 )
+
+# One row per outbound provider call attempt (retries included), written by the resilient call
+# layer in its own short transaction; bodies are redacted before they get here.
+provider_call_audit = sa.Table(
+    "provider_call_audit",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("operation", sa.String(32), nullable=False),
+    sa.Column("payment_id", sa.String(40)),
+    sa.Column("idempotency_key", sa.String(128)),
+    sa.Column("provider_request_id", sa.String(255)),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("latency_ms", sa.Integer, nullable=False),
+    sa.Column("correlation_id", sa.String(128)),
+    sa.Column("request_body", sa.JSON),
+    sa.Column("response_body", sa.JSON),
+    _ts("created_at"),
+    # A payment's calls, oldest first (the admin's provider-calls listing).
+    sa.Index("ix_provider_call_audit_payment", "payment_id", "created_at"),
+)

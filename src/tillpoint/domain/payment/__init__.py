@@ -1,7 +1,7 @@
 """The payment: its transition table (`status`), its parts (`records`), what providers say
 (`outcome`), what happened (`events`) and the aggregate that ties them (`aggregate`)."""
 
-from tillpoint.domain.payment.aggregate import Change, Payment
+from tillpoint.domain.payment.aggregate import Change, Payment, payment_of_key
 from tillpoint.domain.payment.outcome import NoAnswer, Outcome, ProviderStatus, Silence
 from tillpoint.domain.payment.records import Operation, PaymentMethod, Refund
 from tillpoint.domain.payment.status import (
@@ -39,4 +39,5 @@ __all__ = [
     "RefundStatus",
     "Silence",
     "can_move",
+    "payment_of_key",
 ]

@@ -652,3 +652,9 @@ class Payment:
         """`refunded ≤ captured ≤ authorized ≤ amount`, also enforced by database checks."""
         assert 0 <= self.refunded_minor + self.refund_pending_minor <= self.captured_minor
         assert self.captured_minor <= self.authorized_minor <= self.amount.minor
+
+
+def payment_of_key(idempotency_key: str) -> str:
+    """The payment an operation's provider idempotency key belongs to: `Payment._begin` makes
+    every key `{payment_id}:{kind}:{n}` (`pay_…:capture:2` → `pay_…`)."""
+    return idempotency_key.partition(":")[0]

@@ -164,6 +164,35 @@ class EventList(Out):
     data: list[EventOut] = Field(description="oldest first")
 
 
+class ProviderCallOut(Out):
+    """One outbound call attempt to a provider (retries are rows of their own)."""
+
+    call_id: str
+    provider: str
+    operation: str = Field(
+        description="authorize, capture, void, refund, get_transaction, client_secret, complete"
+    )
+    payment_id: str | None
+    idempotency_key: str | None = Field(description="the provider idempotency key sent")
+    provider_request_id: str | None
+    http_status: int | None
+    outcome: str = Field(
+        description="the provider's status (CAPTURED, FAILED, …), or why there was no answer: "
+        "timeout, server_error, unavailable, circuit_open, error"
+    )
+    latency_ms: int
+    correlation_id: str | None = Field(
+        description="the X-Correlation-ID of the request that made the call, else its X-Request-ID"
+    )
+    request: dict[str, Any] | None = Field(description="redacted: no secrets, no card data")
+    response: dict[str, Any] | None = Field(description="redacted: no secrets, no card data")
+    created_at: str = Timestamp
+
+
+class ProviderCallList(Out):
+    data: list[ProviderCallOut] = Field(description="oldest first")
+
+
 class SnapshotItemOut(Out):
     variant_id: str
     quantity: int

@@ -4,11 +4,13 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from tillpoint.domain.timestamps import rfc3339
 from tillpoint.entrypoints.api.dependencies import Admin, DepsDep
-from tillpoint.entrypoints.api.models import LedgerOut
+from tillpoint.entrypoints.api.models import LedgerOut, ProviderCallList
 from tillpoint.entrypoints.api.openapi import answers, ok
 from tillpoint.entrypoints.api.schemas import payment_json, refund_json, transaction_json
-from tillpoint.service import payments
+from tillpoint.service import payments, provider_audit
+from tillpoint.service.ports import ProviderCall
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
@@ -30,4 +32,32 @@ async def order_ledger(order_id: str, principal: Admin, deps: DepsDep) -> dict[s
             }
             for entry in ledgers
         ],
+    }
+
+
+@router.get(
+    "/payments/{payment_id}/provider-calls",
+    summary="The redacted audit of every outbound provider call of a payment, oldest first",
+    responses={**ok(ProviderCallList), **answers(401, 403, 404, 422)},
+)
+async def provider_calls(payment_id: str, principal: Admin, deps: DepsDep) -> dict[str, Any]:
+    calls = await provider_audit.list_provider_calls(payment_id, deps=deps)
+    return {"data": [_call_json(call) for call in calls]}
+
+
+def _call_json(call: ProviderCall) -> dict[str, Any]:
+    return {
+        "call_id": call.id,
+        "provider": call.provider,
+        "operation": call.operation,
+        "payment_id": call.payment_id,
+        "idempotency_key": call.idempotency_key,
+        "provider_request_id": call.provider_request_id,
+        "http_status": call.http_status,
+        "outcome": call.outcome,
+        "latency_ms": call.latency_ms,
+        "correlation_id": call.correlation_id,
+        "request": call.request_body,
+        "response": call.response_body,
+        "created_at": rfc3339(call.created_at),
     }
