@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
@@ -26,6 +26,7 @@ from tillpoint.adapters.providers import ProviderRegistry
 from tillpoint.adapters.providers.mock import MockGateway
 from tillpoint.adapters.providers.mock_webhooks import MockWebhookSimulator
 from tillpoint.adapters.providers.resilient import CallPolicy, resilient
+from tillpoint.adapters.providers.stripe import StripeGateway
 from tillpoint.adapters.telemetry import PrometheusTelemetry
 from tillpoint.adapters.webhooks.setup import mock_webhook_secret, webhook_verifiers
 from tillpoint.config import ApiKey, ConfigurationRefused, Settings
@@ -58,6 +59,7 @@ class Container:
     webhooks: WebhookInbox | None = None
     mock_webhooks: MockWebhookSimulator | None = None
     publisher: Publisher | None = None
+    providers: ProviderRegistry = field(default_factory=lambda: ProviderRegistry({}))
 
     async def database_check(self) -> str:
         """`UP`, `DOWN` (unreachable) or `NOT_MIGRATED` (the schema is behind this code)."""
@@ -89,6 +91,8 @@ class Container:
             await self.publisher.close()
         if self.mock_webhooks is not None:
             await self.mock_webhooks.aclose()
+        for provider in self.providers.values():
+            await provider.aclose()
         await self.engine.dispose()
 
 
@@ -177,9 +181,12 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
     telemetry = PrometheusTelemetry()
     mock = MockGateway(engine, delay_ms=settings.mock_delay_ms, clock=clock.now)
     calls = SqlProviderCallLog(engine)
+    providers = ProviderRegistry(_providers(settings, mock, calls, telemetry, clock))
     deps = Deps(
         uow=SqlUnitOfWorkFactory(engine, dialect=settings.event_dialect),
-        providers=ProviderRegistry(_providers(settings, mock, calls, telemetry, clock)),
+        providers=(
+            providers := ProviderRegistry(_providers(settings, mock, calls, telemetry, clock))
+        ),
         clock=clock,
         telemetry=telemetry,
         calls=calls,
@@ -207,6 +214,18 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         webhooks=webhooks,
         mock_webhooks=mock_webhooks,
         publisher=publisher,
+        providers=providers,
+    )
+
+
+def stripe_gateway(settings: Settings) -> StripeGateway | None:
+    """Stripe, when an API key is configured (`TILLPOINT_STRIPE_API_KEY`)."""
+    if settings.stripe_api_key is None or not settings.stripe_api_key.get_secret_value():
+        return None
+    return StripeGateway(
+        settings.stripe_api_key.get_secret_value(),
+        api_base=settings.stripe_api_base or None,
+        timeout=settings.provider_timeout.total_seconds(),
     )
 
 
@@ -220,6 +239,8 @@ def _providers(
     """Every provider adapter, each behind the resilient call layer (timeout, retries, its
     own circuit breaker, the call audit)."""
     adapters: list[PaymentProvider] = [mock]
+    if (stripe := stripe_gateway(settings)) is not None:
+        adapters.append(stripe)
     policy = call_policy(settings)
     return {
         adapter.name: resilient(

@@ -152,6 +152,9 @@ class FaultyProvider:
     def available(self) -> bool:
         return self.inner.available()
 
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
 
 class FaultyMockProvider(FaultyProvider):
     """The mock gateway's wrapper: it keeps `MockControl` (`/mock/complete` checks for it)."""

@@ -745,6 +745,9 @@ class FakeProvider:
     def available(self) -> bool:
         return not self.open_circuit
 
+    async def aclose(self) -> None:
+        return None
+
 
 class FakeCallLog:
     """The provider call audit, in memory: the rows, in the order they were recorded."""

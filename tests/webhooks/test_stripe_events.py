@@ -108,6 +108,9 @@ class FakeStripe:
     def available(self) -> bool:
         return True
 
+    async def aclose(self) -> None:
+        return None
+
 
 @dataclass
 class World:

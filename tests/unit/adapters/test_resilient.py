@@ -118,6 +118,9 @@ class Scripted:
     def available(self) -> bool:
         return True
 
+    async def aclose(self) -> None:
+        return None
+
 
 class ScriptedMock(Scripted):
     async def complete(

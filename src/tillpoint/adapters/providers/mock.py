@@ -340,6 +340,9 @@ class MockGateway:
     def available(self) -> bool:
         return True
 
+    async def aclose(self) -> None:
+        return None  # its ledger is the service's own database
+
     # -- MockControl ---------------------------------------------------------------------------
 
     async def complete(

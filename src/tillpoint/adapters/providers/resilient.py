@@ -336,6 +336,9 @@ class Resilient:
                 return False
         return self.inner.available()
 
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
     # -- the machinery ------------------------------------------------------------------------
 
     async def _call(self, call: _Call[T]) -> T:

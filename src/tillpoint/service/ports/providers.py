@@ -136,6 +136,10 @@ class PaymentProvider(Protocol):
         """False while the provider's circuit is open: a call now would fail fast."""
         ...
 
+    async def aclose(self) -> None:
+        """Release the adapter's connections (the service is stopping)."""
+        ...
+
 
 class Providers(Protocol):
     def __getitem__(self, name: str) -> PaymentProvider: ...
