@@ -32,7 +32,6 @@ from tests.support.clock import MovableClock
 from tests.webhooks.support import process, stored
 from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.providers import ProviderRegistry
-from tillpoint.adapters.stripe_codes import our_code
 from tillpoint.adapters.webhooks.setup import webhook_verifiers
 from tillpoint.adapters.webhooks.stripe import HANDLED_TYPES, StripeVerifier
 from tillpoint.bootstrap import Container, build
@@ -520,28 +519,3 @@ class TestParsing:
             fixture("refund.updated"), lambda e: e["data"]["object"].update(payment_intent=None)
         )
         assert self.parse(body) is None
-
-
-@pytest.mark.parametrize(
-    ("code", "decline_code", "ours"),
-    [
-        ("card_declined", None, "card_declined"),
-        ("card_declined", "generic_decline", "card_declined"),
-        ("card_declined", "insufficient_funds", "insufficient_funds"),
-        ("card_declined", "fraudulent", "fraud_suspected"),
-        ("card_declined", "stolen_card", "fraud_suspected"),
-        ("card_declined", "lost_card", "fraud_suspected"),
-        ("expired_card", None, "expired_card"),
-        ("incorrect_number", None, "invalid_card"),
-        ("invalid_number", None, "invalid_card"),
-        ("invalid_cvc", None, "invalid_card"),
-        ("incorrect_cvc", None, "invalid_card"),
-        ("invalid_expiry_month", None, "invalid_card"),
-        ("invalid_expiry_year", None, "invalid_card"),
-        ("payment_intent_authentication_failure", None, "card_declined"),
-        ("processing_error", None, "card_declined"),
-        (None, None, "card_declined"),
-    ],
-)
-def test_stripe_codes_map_to_ours(code: str | None, decline_code: str | None, ours: str) -> None:
-    assert our_code(code, decline_code) == ours

@@ -23,7 +23,7 @@ from tillpoint.adapters.providers.stripe import (
     to_stripe_amount,
     translate,
 )
-from tillpoint.adapters.stripe_codes import our_code as failure_code
+from tillpoint.adapters.stripe_codes import our_code
 from tillpoint.adapters.stripe_codes import our_next_action as next_action
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
@@ -63,7 +63,7 @@ USD_10 = Money(1000, "USD")
     ],
 )
 def test_stripe_codes_map_to_ours(code: str | None, decline_code: str | None, ours: str) -> None:
-    assert failure_code(code, decline_code) == ours
+    assert our_code(code, decline_code) == ours
 
 
 def card_error(
