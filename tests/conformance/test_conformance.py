@@ -232,6 +232,9 @@ async def test_a_customer_step_waits_in_requires_action(shop: Shop, harness: Har
     assert payment["status"] == "REQUIRES_ACTION"
     assert payment["next_action"]["type"]
     if harness.name == "stripe":  # the storefront finishes it with Stripe.js
-        assert payment["client_secret"].startswith(payment["provider_payment_id"] + "_secret_")
+        secret = payment["client_secret"]
+        assert secret.startswith(payment["provider_payment_id"] + "_secret_")
+        [asked] = await shop.calls(payment_id, "client_secret")  # audited, the secret redacted
+        assert secret not in str(asked)
     else:
         assert payment["client_secret"] is None

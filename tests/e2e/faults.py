@@ -146,8 +146,10 @@ class FaultyProvider:
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return await self.inner.get_transaction(lookup)
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
-        return await self.inner.client_secret(provider_payment_id)
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
+        return await self.inner.client_secret(provider_payment_id, payment_id=payment_id)
 
     def available(self) -> bool:
         return self.inner.available()

@@ -739,7 +739,9 @@ class FakeProvider:
             return answer
         return self.ledger.get(idempotency_key)
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
         return self.secrets.get(provider_payment_id)
 
     def available(self) -> bool:

@@ -101,7 +101,9 @@ class FakeStripe:
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return None
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
         return None
 
     def available(self) -> bool:

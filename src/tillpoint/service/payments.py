@@ -92,7 +92,7 @@ async def client_secret(payment: Payment, viewer: Principal, *, deps: Deps) -> s
         return None
     provider = deps.providers[payment.provider]
     try:
-        return await provider.client_secret(payment.provider_payment_id)
+        return await provider.client_secret(payment.provider_payment_id, payment_id=payment.id)
     except Exception as exc:  # the payment is the answer; the secret can be fetched again
         log.warning("payment.client_secret_unavailable", payment_id=payment.id, error=repr(exc))
         return None

@@ -111,7 +111,9 @@ class Scripted:
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return await self._answer(lookup.idempotency_key)
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
         self.keys.append(provider_payment_id)
         return "sp_1_secret_abc"
 

@@ -334,7 +334,9 @@ class MockGateway:
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return await self._recorded(lookup.idempotency_key)
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
         return None  # the mock's customer step is its own `complete` route
 
     def available(self) -> bool:

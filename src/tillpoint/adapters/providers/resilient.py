@@ -312,15 +312,16 @@ class Resilient:
             )
         )
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
-        # The port gives no payment id here: the row is kept, under the provider payment id.
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
         return await self._call(
             _Call(
                 "client_secret",
-                None,
+                payment_id,
                 None,
                 {"provider_payment_id": provider_payment_id},
-                lambda: self.inner.client_secret(provider_payment_id),
+                lambda: self.inner.client_secret(provider_payment_id, payment_id=payment_id),
                 _secret,
             )
         )

@@ -580,7 +580,9 @@ class StripeGateway:
             return intent_outcome(pi, lookup.amount, captured=lookup.amount)
         return intent_outcome(pi, lookup.amount)  # a void: CANCELED once it happened
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
         pi = await self._intent(provider_payment_id, "client_secret")
         secret = pi.get("client_secret") if pi is not None else None
         return secret if isinstance(secret, str) and secret else None

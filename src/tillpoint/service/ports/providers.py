@@ -127,7 +127,9 @@ class PaymentProvider(Protocol):
         provider never saw it."""
         ...
 
-    async def client_secret(self, provider_payment_id: str) -> str | None:
+    async def client_secret(
+        self, provider_payment_id: str, *, payment_id: str | None = None
+    ) -> str | None:
         """The secret a storefront needs to finish a customer step with the provider's own
         client library (Stripe.js); None when the provider has none. Never stored."""
         ...
