@@ -136,11 +136,16 @@ class LocalStripeProcess:
         self.log = workdir / "localstripe.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> LocalStripe:
+    def start(self, port: int = 0) -> LocalStripe:
+        """Start the server on `port` (0: one the kernel picks). A test that stops its own
+        process and starts it again passes the port it had, so its clients find it there."""
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with self.log.open("wb") as out:
+        # A restart appends to the log: the earlier run's lines stay, its "listening" line is
+        # skipped.
+        offset = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tests.support.localstripe_server", "--port", "0"],
+                [sys.executable, "-m", "tests.support.localstripe_server", "--port", str(port)],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
@@ -155,7 +160,7 @@ class LocalStripeProcess:
                 raise RuntimeError(
                     f"localstripe exited with {self.proc.returncode}: {self.log_tail()}"
                 )
-            if url is None and (found := _LISTENING.search(self.log.read_bytes())):
+            if url is None and (found := _LISTENING.search(self.log.read_bytes(), offset)):
                 url = f"http://{HOST}:{int(found.group(1))}"
             if url is not None and _answers(url):
                 return LocalStripe(url)

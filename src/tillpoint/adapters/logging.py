@@ -88,3 +88,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     logging.basicConfig(level=level, stream=sys.stdout, format="%(message)s", force=True)
     for noisy in ("uvicorn.access", "aiormq", "aio_pika"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # The Stripe SDK logs each request's form and each response's whole body at DEBUG, client
+    # secrets included: its logger never goes below INFO (method, path and status only).
+    logging.getLogger("stripe").setLevel(max(logging.INFO, logging.getLevelName(level)))
