@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +19,8 @@ from bench.load import OpError, drive
 from bench.stats import Result
 from tillpoint.adapters.brokers.rabbitmq import declare_events_exchange, unrouted_name
 
-CEILING_EXCHANGE = "bench.ceiling"
-CEILING_QUEUE = "bench.ceiling.q"
+CEILING_EXCHANGE = f"bench.{secrets.token_hex(4)}.ceiling"
+CEILING_QUEUE = f"{CEILING_EXCHANGE}.q"
 BODY = json.dumps(
     {
         "event_id": "evt_x",
@@ -162,18 +163,19 @@ class Tap:
         await self._connection.close()
 
 
-async def delete_exchange(url: str, name: str) -> None:
-    """The events exchange, its alternate exchange and the queue that keeps unrouted messages."""
+async def delete_exchange(url: str, name: str, queues: Sequence[str] = ()) -> None:
+    """The events exchange, its alternate exchange and the queue that keeps unrouted messages,
+    and the consumed `queues` (with their dead-letter queues) the bench's servers declared."""
     connection = await aio_pika.connect_robust(url)
     try:
-        channel = await connection.channel()
-        for delete in (
-            lambda: channel.exchange_delete(name),
-            lambda: channel.exchange_delete(unrouted_name(name)),
-            lambda: channel.queue_delete(unrouted_name(name)),
-        ):
+        for queue in (unrouted_name(name), *queues, *(f"{q}.dlq" for q in queues)):
+            channel = await connection.channel()  # a failed delete closes its channel
             with contextlib.suppress(Exception):
-                await delete()
+                await channel.queue_delete(queue)
+        for exchange in (name, unrouted_name(name)):
+            channel = await connection.channel()
+            with contextlib.suppress(Exception):
+                await channel.exchange_delete(exchange)
     finally:
         await connection.close()
 

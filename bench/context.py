@@ -21,7 +21,10 @@ from bench.procs import BIN, ROOT, Server, clean_env
 from bench.stats import Result
 
 CONCURRENCIES = (1, 16, 64)
-EXCHANGE = "bench.payments.events"
+# Unique per run: two benches (or a bench and a test run) on one broker never share a name.
+RUN = secrets.token_hex(4)
+EXCHANGE = f"bench.{RUN}.payments.events"
+CONSUMED_QUEUES = (f"bench.{RUN}.stock-confirmed", f"bench.{RUN}.order-created")
 SERVICE_KEY = "bench-service-key-" + secrets.token_hex(8)
 ADMIN_KEY = "bench-admin-key-" + secrets.token_hex(8)
 # The outbox rows not yet relayed: the worker's scenarios wait for none to be left.
@@ -108,6 +111,8 @@ class Bench:
             ),
             "TILLPOINT_LOG_LEVEL": "WARNING",
             "TILLPOINT_EVENTS_EXCHANGE": EXCHANGE,
+            "TILLPOINT_STOCK_CONFIRMED_QUEUE": CONSUMED_QUEUES[0],
+            "TILLPOINT_ORDER_CREATED_QUEUE": CONSUMED_QUEUES[1],
             "TILLPOINT_MOCK_WEBHOOK_SECRET": self.secret,
             "TILLPOINT_STATE_DIR": str(self.config.work / "state"),
         }

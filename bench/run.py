@@ -10,7 +10,7 @@ import os
 import time
 
 from bench import broker, ceilings, http_runs, scenarios, worker_runs
-from bench.context import EXCHANGE, OUTBOX_BACKLOG, Bench
+from bench.context import CONSUMED_QUEUES, EXCHANGE, OUTBOX_BACKLOG, Bench
 from bench.stats import Goal, link
 
 
@@ -48,7 +48,7 @@ async def run(bench: Bench) -> None:
         api.stop()
     await http_runs.embedded(bench)
     if bench.config.broker_url:
-        await broker.delete_exchange(bench.config.broker_url, EXCHANGE)
+        await broker.delete_exchange(bench.config.broker_url, EXCHANGE, CONSUMED_QUEUES)
     link_rows(bench)
     bench.elapsed = time.monotonic() - started
     bench.loadavg_end = os.getloadavg()
