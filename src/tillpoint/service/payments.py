@@ -157,7 +157,9 @@ async def _create_payment(cmd: CreatePayment, *, deps: Deps, resume: bool) -> Pa
     provider = cmd.provider or deps.config.default_provider
     if provider not in deps.providers:
         raise ValidationFailed("provider", f"unknown provider {provider!r}")
-    deps.providers[provider].capabilities.check(provider, cmd.amount, cmd.capture_method)
+    capabilities = deps.providers[provider].capabilities
+    capabilities.check(provider, cmd.amount, cmd.capture_method)
+    capabilities.check_token(provider, cmd.payment_method.token, confirming=False)
     async with deps.uow() as uow:
         if resume and cmd.request_key is not None:
             existing = await uow.payments.by_request_key(cmd.request_key)
@@ -231,6 +233,9 @@ async def confirm_payment(
             if op is not None:
                 op.resend_for(request_key, deps.clock.now())
         if op is None:
+            token = (method or payment.payment_method).token
+            capabilities = deps.providers[payment.provider].capabilities
+            capabilities.check_token(payment.provider, token, confirming=True)
             op, new = payment.begin_confirmation(deps.clock.now(), method, request_key), True
         if op.open:
             calls.ensure_available(deps.providers[payment.provider])

@@ -16,6 +16,7 @@ from tillpoint.domain.money import Money
 from tillpoint.domain.payment import (
     CaptureMethod,
     OperationStatus,
+    PaymentMethod,
     PaymentStatus,
     ProviderStatus,
 )
@@ -205,3 +206,53 @@ class TestClientSecret:
         w.provider.secrets[payment.provider_payment_id or ""] = "x_secret_y"
 
         assert await client_secret(payment, Principal("c", "service"), deps=w.deps) is None
+
+
+class TestPaymentMethodTokens:
+    def needs_pm(self, w: World) -> None:
+        w.provider.capabilities = Capabilities(
+            manual_capture=True,
+            partial_capture=True,
+            multiple_partial_refunds=True,
+            async_outcomes=True,
+            three_d_secure=True,
+            cancel_after_authorization=True,
+            token_prefix="pm_",
+        )
+
+    async def test_a_token_of_the_wrong_kind_is_422_at_create(self, w: World) -> None:
+        self.needs_pm(w)
+        order_id = new_id("ord")
+        await create_order(CreateOrder(order_id, "buyer-1", eur(1_000)), API, deps=w.deps)
+
+        with pytest.raises(ValidationFailed) as refused:
+            await create_payment(
+                CreatePayment(
+                    order_id=order_id,
+                    amount=eur(1_000),
+                    payment_method=PaymentMethod(token="tok_visa"),
+                ),
+                API,
+                deps=w.deps,
+            )
+
+        assert refused.value.field == "payment_method.token"
+        assert w.store.payments == {}
+
+    async def test_a_confirm_without_a_token_is_422_before_anything_is_sent(self, w: World) -> None:
+        self.needs_pm(w)
+        order_id = new_id("ord")
+        await create_order(CreateOrder(order_id, "buyer-1", eur(1_000)), API, deps=w.deps)
+        payment = await create_payment(
+            CreatePayment(order_id=order_id, amount=eur(1_000)), API, deps=w.deps
+        )
+
+        with pytest.raises(ValidationFailed):
+            await confirm_payment(payment.id, None, API, deps=w.deps)
+
+        assert w.provider.calls == []
+        assert w.store.operations_of(payment.id) == []
+        answered = await confirm_payment(
+            payment.id, PaymentMethod(token="pm_card_visa"), API, deps=w.deps
+        )
+        assert answered.status is S.CAPTURED

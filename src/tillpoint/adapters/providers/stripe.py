@@ -161,6 +161,7 @@ CAPABILITIES: Final = Capabilities(
     three_d_secure=True,
     cancel_after_authorization=True,
     currencies={code: Limits(low, MAXIMUM_CHARGE) for code, low in MINIMUM_CHARGE.items()},
+    token_prefix="pm_",  # a PaymentMethod id made by Stripe.js: tillpoint never sees the card
 )
 
 # -- declines ------------------------------------------------------------------------------------

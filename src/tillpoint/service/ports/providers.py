@@ -59,6 +59,21 @@ class Capabilities:
     cancel_after_authorization: bool
     # Currencies the provider charges in, with their limits; empty: every currency we know.
     currencies: Mapping[str, Limits] = field(default_factory=dict)
+    # What `payment_method.token` must start with (Stripe: a PaymentMethod id, `pm_`); None:
+    # the provider takes a payment without a token, and any token.
+    token_prefix: str | None = None
+
+    def check_token(self, provider: str, token: str | None, *, confirming: bool) -> None:
+        """Refuse (422) a payment method this provider cannot charge: a token of the wrong
+        kind, or, when the payment is being confirmed, none at all."""
+        if self.token_prefix is None or (token is None and not confirming):
+            return
+        if token is None or not token.startswith(self.token_prefix):
+            raise ValidationFailed(
+                "payment_method.token",
+                f"provider {provider!r} needs a payment method token starting with "
+                f"{self.token_prefix!r} (made by the provider's client library)",
+            )
 
     def check(self, provider: str, amount: Money, capture_method: CaptureMethod) -> None:
         """Refuse (422) a payment this provider would reject, before anything is stored."""
