@@ -123,7 +123,7 @@ def preflight(settings: Settings) -> None:
     """
     if (why := settings.credential_refusal()) is not None:
         raise ConfigurationRefused(why)
-    load_keys(settings)
+    KeyStore(load_keys(settings)[0])  # refuses keys that contradict each other
     webhook_verifiers(settings, mock_webhook_secret(settings))
 
 

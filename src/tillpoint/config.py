@@ -54,6 +54,9 @@ class ConfigurationRefused(RuntimeError):
 
 
 class ApiKey(BaseModel):
+    # The principal the key stands for: idempotency keys and records are scoped by it, so a
+    # key's value can be rotated (old and new value listed under one id) without losing them.
+    id: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
     key: SecretStr = Field(min_length=16)
     role: Literal["admin", "service", "customer"]
     subject: str | None = None

@@ -14,15 +14,33 @@ from tillpoint.service.identity import Principal
 
 
 class KeyStore:
-    """Looks keys up by their SHA-256, compares in constant time, never keeps them in logs."""
+    """Looks keys up by their SHA-256, compares in constant time, never keeps them in logs.
+
+    A key's principal is its `id`: several values may share one id (a rotation in progress),
+    and must then stand for the same role and subject. A key without an id stands for a
+    principal derived from its value (reordering the list changes nothing; rotating it starts
+    a new principal, so give keys ids)."""
 
     def __init__(self, keys: list[ApiKey]) -> None:
         self._by_digest: dict[str, Principal] = {}
-        for index, key in enumerate(keys):
+        by_id: dict[str, Principal] = {}
+        for key in keys:
             digest = sha256(key.key.get_secret_value().encode()).hexdigest()
-            self._by_digest[digest] = Principal(
-                id=f"key{index}:{digest[:12]}", role=key.role, subject=key.subject
+            principal = Principal(
+                id=f"key:{key.id}" if key.id else f"key:{digest[:16]}",
+                role=key.role,
+                subject=key.subject,
             )
+            if key.id is not None:
+                known = by_id.setdefault(key.id, principal)
+                if known != principal:
+                    raise ConfigurationRefused(
+                        f"TILLPOINT_API_KEYS: the keys with id {key.id!r} differ in role or "
+                        "subject; values of one id (a rotation) must stand for the same caller"
+                    )
+            if digest in self._by_digest and self._by_digest[digest] != principal:
+                raise ConfigurationRefused("TILLPOINT_API_KEYS lists one key value twice")
+            self._by_digest[digest] = principal
 
     def authenticate(self, token: str) -> Principal | None:
         digest = sha256(token.encode()).hexdigest()
@@ -52,8 +70,12 @@ def load_keys(settings: Settings) -> tuple[list[ApiKey], Path | None]:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         keys = [
-            {"key": f"tp_admin_{secrets.token_urlsafe(24)}", "role": "admin"},
-            {"key": f"tp_service_{secrets.token_urlsafe(24)}", "role": "service"},
+            {"id": "dev-admin", "key": f"tp_admin_{secrets.token_urlsafe(24)}", "role": "admin"},
+            {
+                "id": "dev-service",
+                "key": f"tp_service_{secrets.token_urlsafe(24)}",
+                "role": "service",
+            },
         ]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:

@@ -49,14 +49,21 @@ class RequestContextMiddleware:
             structlog.contextvars.bind_contextvars(correlation_id=correlation_id)
 
         started = False
+        # API answers hold payment data: never cached by a browser or a proxy.
+        private = str(scope.get("path", "")).startswith("/api/")
 
         async def send_with_ids(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                present = {name.lower() for name, _ in message.get("headers", [])}
                 extra = [(b"x-request-id", request_id.encode())]
                 if correlation_id:
                     extra.append((b"x-correlation-id", correlation_id.encode()))
+                if b"x-content-type-options" not in present:
+                    extra.append((b"x-content-type-options", b"nosniff"))
+                if private and b"cache-control" not in present:
+                    extra.append((b"cache-control", b"no-store"))
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
