@@ -22,6 +22,7 @@ from tillpoint.adapters.db.outbox import SqlOutbox
 from tillpoint.adapters.db.provider_calls import SqlProviderCallLog
 from tillpoint.adapters.db.uow import SqlUnitOfWorkFactory
 from tillpoint.adapters.keys import KeyStore, load_keys
+from tillpoint.adapters.oidc import OidcVerifier
 from tillpoint.adapters.providers import ProviderRegistry
 from tillpoint.adapters.providers.mock import MockGateway
 from tillpoint.adapters.providers.mock_webhooks import MockWebhookSimulator
@@ -60,6 +61,7 @@ class Container:
     mock_webhooks: MockWebhookSimulator | None = None
     publisher: Publisher | None = None
     providers: ProviderRegistry = field(default_factory=lambda: ProviderRegistry({}))
+    oidc: OidcVerifier | None = None  # JWT bearer tokens, when TILLPOINT_OIDC_ISSUER is set
 
     async def database_check(self) -> str:
         """`UP`, `DOWN` (unreachable) or `NOT_MIGRATED` (the schema is behind this code)."""
@@ -93,6 +95,8 @@ class Container:
             await self.mock_webhooks.aclose()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.oidc is not None:
+            await self.oidc.aclose()
         await self.engine.dispose()
 
 
@@ -124,6 +128,8 @@ def preflight(settings: Settings) -> None:
     if (why := settings.credential_refusal()) is not None:
         raise ConfigurationRefused(why)
     KeyStore(load_keys(settings)[0])  # refuses keys that contradict each other
+    if (why := settings.oidc_refusal()) is not None:
+        raise ConfigurationRefused(why)
     webhook_verifiers(settings, mock_webhook_secret(settings))
 
 
@@ -176,6 +182,7 @@ def service_config(settings: Settings) -> ServiceConfig:
 
 def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Container:
     settings = settings or Settings()
+    oidc = oidc_verifier(settings)  # refuses unusable OIDC settings before anything is built
     clock = clock or SystemClock()
     engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
     telemetry = PrometheusTelemetry()
@@ -215,6 +222,25 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         mock_webhooks=mock_webhooks,
         publisher=publisher,
         providers=providers,
+        oidc=oidc,
+    )
+
+
+def oidc_verifier(settings: Settings) -> OidcVerifier | None:
+    """The JWT verifier, when an OIDC issuer is configured (`TILLPOINT_OIDC_ISSUER`)."""
+    if not settings.oidc_issuer:
+        return None
+    if (why := settings.oidc_refusal()) is not None:
+        raise ConfigurationRefused(why)
+    return OidcVerifier(
+        issuer=settings.oidc_issuer,
+        audience=settings.oidc_audience,
+        role_map=settings.oidc_role_map,
+        role_claims=settings.oidc_role_claims,
+        subject_claim=settings.oidc_subject_claim,
+        jwks_url=settings.oidc_jwks_url,
+        leeway=settings.oidc_leeway.total_seconds(),
+        refresh_min_interval=settings.oidc_jwks_refresh_min_interval.total_seconds(),
     )
 
 

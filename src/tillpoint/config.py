@@ -85,6 +85,22 @@ class Settings(BaseSettings):
     # The shape of published bodies: API.md's snake_case, or seed 004's ordering service.
     event_dialect: EventDialect = EventDialect.DEFAULT
     api_keys: list[ApiKey] = Field(default_factory=list)
+    # OIDC bearer tokens (JWTs, e.g. from a Keycloak realm) next to the API keys; off while
+    # `oidc_issuer` is empty. Documented in docs/auth.md.
+    oidc_issuer: str = ""
+    oidc_audience: str = ""
+    oidc_jwks_url: str = ""  # empty: the `jwks_uri` of the issuer's discovery document
+    # The issuer's role names -> ours, e.g. {"payments-admin":"admin","customer":"customer"}.
+    oidc_role_map: dict[str, Literal["admin", "service", "customer"]] = Field(default_factory=dict)
+    # Where roles are read; `*` matches any key (every client of `resource_access`).
+    oidc_role_claims: Annotated[tuple[str, ...], NoDecode] = (
+        "realm_access.roles",
+        "resource_access.*.roles",
+    )
+    oidc_subject_claim: str = "sub"  # a customer's buyer_id
+    oidc_leeway: Duration = timedelta(seconds=30)
+    # An unknown `kid` refetches the JWKS at most once per this interval.
+    oidc_jwks_refresh_min_interval: Duration = timedelta(seconds=30)
     state_dir: str = ".tillpoint"
     default_provider: str = "mock"
     on_payment_failure: FailurePolicy = FailurePolicy.KEEP_PENDING
@@ -143,6 +159,13 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("oidc_role_claims", mode="before")
+    @classmethod
+    def _role_claims(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -173,6 +196,19 @@ class Settings(BaseSettings):
                 "TILLPOINT_STRIPE_API_KEY is not a live key but TILLPOINT_ENVIRONMENT is "
                 "'production': use an sk_live_… key there"
             )
+        return None
+
+    def oidc_refusal(self) -> str | None:
+        """Why the OIDC settings are unusable, if they are (an issuer without an audience or a
+        role map would accept any token of the realm, or none)."""
+        if not self.oidc_issuer:
+            return None
+        if not self.oidc_audience:
+            return "TILLPOINT_OIDC_ISSUER is set but TILLPOINT_OIDC_AUDIENCE is empty"
+        if not self.oidc_role_map:
+            return "TILLPOINT_OIDC_ISSUER is set but TILLPOINT_OIDC_ROLE_MAP is empty"
+        if not self.oidc_role_claims:
+            return "TILLPOINT_OIDC_ISSUER is set but TILLPOINT_OIDC_ROLE_CLAIMS is empty"
         return None
 
     @cached_property

@@ -65,9 +65,14 @@ async def authenticate(
             "send `Authorization: Bearer <api key>`",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    principal = container.keys.authenticate(token.strip())
+    token = token.strip()
+    principal = container.keys.authenticate(token)
+    if principal is None and container.oidc is not None:
+        # Not a known key: an OIDC access token, if it is a valid JWT of the issuer.
+        principal = await container.oidc.authenticate(token)
     if principal is None:
-        raise ApiError("unauthenticated", "unknown API key", headers={"WWW-Authenticate": "Bearer"})
+        detail = "unknown API key" if container.oidc is None else "unknown API key or bad token"
+        raise ApiError("unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
     return principal
 
 
