@@ -241,55 +241,53 @@ class Resilient:
     async def capture(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> Outcome:
-        sent = {
-            "provider_payment_id": provider_payment_id,
-            **_money(amount),
-            "idempotency_key": idempotency_key,
-        }
-        return await self._call(
-            _Call(
-                "capture",
-                payment_of_key(idempotency_key),
-                idempotency_key,
-                sent,
-                lambda: self.inner.capture(
-                    provider_payment_id, amount, idempotency_key=idempotency_key
-                ),
-                _described,
-            )
+        return await self._change(
+            "capture",
+            provider_payment_id,
+            amount,
+            idempotency_key,
+            lambda: self.inner.capture(
+                provider_payment_id, amount, idempotency_key=idempotency_key
+            ),
         )
 
     async def void(self, provider_payment_id: str, *, idempotency_key: str) -> Outcome:
-        sent = {"provider_payment_id": provider_payment_id, "idempotency_key": idempotency_key}
-        return await self._call(
-            _Call(
-                "void",
-                payment_of_key(idempotency_key),
-                idempotency_key,
-                sent,
-                lambda: self.inner.void(provider_payment_id, idempotency_key=idempotency_key),
-                _described,
-            )
+        return await self._change(
+            "void",
+            provider_payment_id,
+            None,
+            idempotency_key,
+            lambda: self.inner.void(provider_payment_id, idempotency_key=idempotency_key),
         )
 
     async def refund(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> Outcome:
+        return await self._change(
+            "refund",
+            provider_payment_id,
+            amount,
+            idempotency_key,
+            lambda: self.inner.refund(provider_payment_id, amount, idempotency_key=idempotency_key),
+        )
+
+    async def _change(
+        self,
+        operation: Operation,
+        provider_payment_id: str,
+        amount: Money | None,
+        idempotency_key: str,
+        send: Callable[[], Awaitable[Outcome]],
+    ) -> Outcome:
+        """A capture, void or refund of a payment the provider knows."""
         sent = {
             "provider_payment_id": provider_payment_id,
-            **_money(amount),
+            **(_money(amount) if amount is not None else {}),
             "idempotency_key": idempotency_key,
         }
         return await self._call(
             _Call(
-                "refund",
-                payment_of_key(idempotency_key),
-                idempotency_key,
-                sent,
-                lambda: self.inner.refund(
-                    provider_payment_id, amount, idempotency_key=idempotency_key
-                ),
-                _described,
+                operation, payment_of_key(idempotency_key), idempotency_key, sent, send, _described
             )
         )
 
