@@ -8,14 +8,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import time as _time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import structlog
+from purgatory.domain import model as purgatory_model
 
 from tests.unit.fakes import FakeCallLog
+from tillpoint.adapters.providers import resilient as resilient_module
 from tillpoint.adapters.providers.exchange import exchange
 from tillpoint.adapters.providers.resilient import (
     CallPolicy,
@@ -320,27 +324,28 @@ class TestCircuitBreaker:
         assert r.provider.available() is True
         assert len(r.inner.keys) == 5
 
-    async def test_after_the_reset_time_a_success_closes_it(self) -> None:
+    async def test_after_the_reset_time_a_success_closes_it(self, wall: WallClock) -> None:
         down = ProviderUnavailable("down")
-        r = rig(down, down, retries=0, threshold=2, reset=0.05)
+        r = rig(down, down, retries=0, threshold=2, reset=60)
         for _ in range(2):
             with pytest.raises(ProviderUnavailable):
                 await authorize(r)
         assert r.gauge() == 2
-        await asyncio.sleep(0.1)  # past the reset: the next call is a probe (half-open)
+        assert r.provider.available() is False
+        wall.advance(61)  # past the reset: the next call is a probe (half-open)
         assert r.provider.available() is True
         assert (await authorize(r)).status is ProviderStatus.CAPTURED
         assert r.gauge() == 0
         assert r.provider.available() is True
         assert r.outcomes == ["unavailable", "unavailable", "CAPTURED"]
 
-    async def test_a_failed_probe_opens_it_again(self) -> None:
+    async def test_a_failed_probe_opens_it_again(self, wall: WallClock) -> None:
         down = ProviderUnavailable("down")
-        r = rig(down, down, down, retries=0, threshold=2, reset=0.05)
+        r = rig(down, down, down, retries=0, threshold=2, reset=60)
         for _ in range(2):
             with pytest.raises(ProviderUnavailable):
                 await authorize(r)
-        await asyncio.sleep(0.1)
+        wall.advance(61)
         with pytest.raises(ProviderUnavailable):
             await authorize(r)  # the probe fails: open again at once
         assert r.gauge() == 2
@@ -354,6 +359,32 @@ class TestCircuitBreaker:
         with pytest.raises(CircuitOpen):
             await r.provider.client_secret("sp_1")
         assert [row.operation for row in r.log.rows] == ["get_transaction", "client_secret"]
+
+
+class WallClock:
+    """`time` as the breaker reads it (purgatory and `available()` use `time.time()`), moved
+    only when a test says so: no test waits for a reset to pass on the real clock."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+    def time(self) -> float:
+        return _time.time() + self.offset
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_time, name)
+
+
+@pytest.fixture
+def wall(monkeypatch: pytest.MonkeyPatch) -> WallClock:
+    clock = WallClock()
+    for module in (purgatory_model, resilient_module):
+        assert module.time is _time  # both read the time module: patch it there
+        monkeypatch.setattr(module, "time", clock)
+    return clock
 
 
 class TestAudit:
