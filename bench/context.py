@@ -114,6 +114,7 @@ class Bench:
             "TILLPOINT_STOCK_CONFIRMED_QUEUE": CONSUMED_QUEUES[0],
             "TILLPOINT_ORDER_CREATED_QUEUE": CONSUMED_QUEUES[1],
             "TILLPOINT_MOCK_WEBHOOK_SECRET": self.secret,
+            "TILLPOINT_RATE_LIMITS": "{}",  # the load is one client by design: no limit
             "TILLPOINT_STATE_DIR": str(self.config.work / "state"),
         }
         if broker and self.config.broker_url:

@@ -346,6 +346,8 @@ def settings_for(url: str, **overrides: Any) -> Settings:
         "log_level": "WARNING",
         "log_format": "console",
         "mock_webhook_secret": MOCK_WEBHOOK_SECRET,
+        # Off: the suites send bursts under one key; tests/api/test_rate_limits.py sets its own.
+        "rate_limits": {},
         "state_dir": str(Path(url.split("///")[-1]).parent / ".tillpoint")
         if url.startswith("sqlite")
         else ".tillpoint-test",

@@ -28,6 +28,7 @@ from tillpoint.adapters.providers.mock import MockGateway
 from tillpoint.adapters.providers.mock_webhooks import MockWebhookSimulator
 from tillpoint.adapters.providers.resilient import CallPolicy, resilient
 from tillpoint.adapters.providers.stripe import StripeGateway
+from tillpoint.adapters.ratelimit import RateLimiter
 from tillpoint.adapters.telemetry import PrometheusTelemetry
 from tillpoint.adapters.webhooks.setup import mock_webhook_secret, webhook_verifiers
 from tillpoint.config import ApiKey, ConfigurationRefused, Settings
@@ -62,6 +63,7 @@ class Container:
     publisher: Publisher | None = None
     providers: ProviderRegistry = field(default_factory=lambda: ProviderRegistry({}))
     oidc: OidcVerifier | None = None  # JWT bearer tokens, when TILLPOINT_OIDC_ISSUER is set
+    rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter({}))
 
     async def database_check(self) -> str:
         """`UP`, `DOWN` (unreachable) or `NOT_MIGRATED` (the schema is behind this code)."""
@@ -97,6 +99,7 @@ class Container:
             await provider.aclose()
         if self.oidc is not None:
             await self.oidc.aclose()
+        await self.rate_limiter.aclose()
         await self.engine.dispose()
 
 
@@ -188,7 +191,6 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
     telemetry = PrometheusTelemetry()
     mock = MockGateway(engine, delay_ms=settings.mock_delay_ms, clock=clock.now)
     calls = SqlProviderCallLog(engine)
-    providers = ProviderRegistry(_providers(settings, mock, calls, telemetry, clock))
     deps = Deps(
         uow=SqlUnitOfWorkFactory(engine, dialect=settings.event_dialect),
         providers=(
@@ -223,6 +225,11 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
         publisher=publisher,
         providers=providers,
         oidc=oidc,
+        rate_limiter=RateLimiter(
+            {str(name): text for name, text in settings.rate_limits.items()},
+            redis_url=settings.redis_url,
+            prefix=settings.rate_limit_prefix,
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from functools import cached_property
 from typing import Annotated, Literal
 
+from limits import parse_many
 from pydantic import BaseModel, BeforeValidator, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -18,6 +19,16 @@ from tillpoint.service.messages import EventDialect
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 DEFAULT_MAX_HEADER_BYTES = 32 * 1024
+
+# Requests per window for each class of caller: its role, `webhooks` (per sending address),
+# `anonymous` (requests without a valid token, per address); others take `default`'s.
+RateClass = Literal["default", "admin", "service", "customer", "webhooks", "anonymous"]
+DEFAULT_RATE_LIMITS: dict[RateClass, str] = {
+    "default": "100/second",
+    "customer": "10/second",
+    "webhooks": "200/second",
+    "anonymous": "20/second",
+}
 
 _DURATION = re.compile(r"(?P<n>[0-9]+)(?P<unit>ms|s|m|h|d)")
 _UNITS = {"ms": "milliseconds", "s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -135,6 +146,12 @@ class Settings(BaseSettings):
     # `whsec_…` signing secrets, comma-separated: several are accepted during a rotation.
     stripe_webhook_secrets: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     stripe_webhook_secret: SecretStr | None = None  # one secret (API.md's first name for it)
+    # `limits` notation ("50/second", "10/second;300/minute"); "" = no limit for that class.
+    # The value replaces the defaults: `{}` turns rate limiting off.
+    rate_limits: dict[RateClass, str] = Field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
+    # Where the counts live when several processes must share them; empty: in each process.
+    redis_url: str = ""
+    rate_limit_prefix: str = Field("tillpoint", pattern=r"^[A-Za-z0-9._:-]{1,64}$")
     # Requests beyond these limits are refused (413, 431) before they are read into memory.
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024**3)
     max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024**2)
@@ -164,6 +181,27 @@ class Settings(BaseSettings):
     def _role_claims(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits(cls, value: dict[RateClass, str]) -> dict[RateClass, str]:
+        for name, text in value.items():
+            if text.strip():
+                try:
+                    parse_many(text)
+                except ValueError:
+                    raise ValueError(
+                        f"{name}: {text!r} is not a rate limit such as 50/second or "
+                        "10/second;300/minute"
+                    ) from None
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if value and not value.removeprefix("async+").startswith(("redis://", "rediss://")):
+            raise ValueError("a Redis URL starts with redis:// or rediss://")
         return value
 
     @field_validator("log_level", mode="before")

@@ -88,6 +88,7 @@ def server_env(
             "TILLPOINT_LOG_LEVEL": "WARNING",
             "TILLPOINT_STATE_DIR": str(state_dir),
             "TILLPOINT_MOCK_WEBHOOK_SECRET": MOCK_WEBHOOK_SECRET,
+            "TILLPOINT_RATE_LIMITS": "{}",  # off unless a test sets limits
         }
     )
     env.update({f"TILLPOINT_{k.upper()}": v for k, v in settings.items()})

@@ -46,9 +46,37 @@ DepsDep = Annotated[Deps, Depends(get_deps)]
 
 BEARER = HTTPBearer(
     scheme_name="bearer",
-    description="an API key (`TILLPOINT_API_KEYS`); its role decides what it may do",
+    description=(
+        "an API key (`TILLPOINT_API_KEYS`) or, when `TILLPOINT_OIDC_ISSUER` is set, an access "
+        "token (JWT) of that OIDC issuer; the key's or the token's role decides what it may do"
+    ),
     auto_error=False,
 )
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
+async def admit(request: Request, container: Container, rate_class: str, caller: str) -> None:
+    """Count the request against its rate limit; over it, 429 `rate_limited`. Runs before the
+    route's body, so before the idempotency layer: a 429 is never stored under a key."""
+    verdict = await container.rate_limiter.hit(rate_class, caller)
+    if verdict is None:
+        return
+    headers = verdict.headers()
+    request.state.rate_limit_headers = headers  # put on the answer by RequestContextMiddleware
+    if not verdict.allowed:
+        raise ApiError(
+            "rate_limited",
+            f"too many requests; retry in {headers['Retry-After']} s",
+            headers=headers,
+        )
+
+
+async def limit_webhooks(request: Request, container: ContainerDep) -> None:
+    """Webhooks carry no token: their senders are counted per address."""
+    await admit(request, container, "webhooks", f"address:{client_address(request)}")
 
 
 async def authenticate(
@@ -59,20 +87,24 @@ async def authenticate(
     """`BEARER` only declares the scheme in the OpenAPI document; the header is read here."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise ApiError(
-            "unauthenticated",
-            "send `Authorization: Bearer <api key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
     token = token.strip()
-    principal = container.keys.authenticate(token)
-    if principal is None and container.oidc is not None:
-        # Not a known key: an OIDC access token, if it is a valid JWT of the issuer.
-        principal = await container.oidc.authenticate(token)
+    principal = None
+    if scheme.lower() == "bearer" and token:
+        principal = container.keys.authenticate(token)
+        if principal is None and container.oidc is not None:
+            # Not a known key: an OIDC access token, if it is a valid JWT of the issuer.
+            principal = await container.oidc.authenticate(token)
     if principal is None:
-        detail = "unknown API key" if container.oidc is None else "unknown API key or bad token"
+        # Failed attempts are counted per address: guessing keys is slow.
+        await admit(request, container, "anonymous", f"address:{client_address(request)}")
+        if scheme.lower() != "bearer" or not token:
+            detail = "send `Authorization: Bearer <api key>`"
+        elif container.oidc is None:
+            detail = "unknown API key"
+        else:
+            detail = "unknown API key or bad token"
         raise ApiError("unauthenticated", detail, headers={"WWW-Authenticate": "Bearer"})
+    await admit(request, container, principal.role, principal.id)
     return principal
 
 

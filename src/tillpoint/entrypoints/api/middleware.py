@@ -64,6 +64,13 @@ class RequestContextMiddleware:
                     extra.append((b"x-content-type-options", b"nosniff"))
                 if private and b"cache-control" not in present:
                     extra.append((b"cache-control", b"no-store"))
+                # A rate-limited route's counts (entrypoints/api/dependencies.py `admit`).
+                limited = scope.get("state", {}).get("rate_limit_headers", {})
+                extra += [
+                    (name.lower().encode(), value.encode())
+                    for name, value in limited.items()
+                    if name.lower().encode() not in present
+                ]
                 message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 

@@ -42,6 +42,26 @@ REPLAYED: Final[dict[str, Any]] = {
     "schema": {"type": "string", "enum": ["true"]},
 }
 
+RATE_LIMITED: Final[dict[str, Any]] = {
+    "Retry-After": {
+        "description": "seconds until the limit admits a request again",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+    },
+    **{
+        f"RateLimit-{name}": {
+            "description": what,
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        }
+        for name, what in (
+            ("Limit", "requests the window admits"),
+            ("Remaining", "requests left in the window"),
+            ("Reset", "seconds until the window admits a request again"),
+        )
+    },
+}
+
 IDEMPOTENT: Final[dict[str, Any]] = {"parameters": [IDEMPOTENCY_KEY]}
 """`openapi_extra` of every POST that goes through the idempotency layer."""
 
@@ -116,6 +136,11 @@ def document(app: FastAPI) -> dict[str, Any]:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     for _path, _method, operation in _operations(doc):
+        if "401" in operation["responses"]:  # it authenticates, so it is rate limited
+            operation["responses"]["429"] = {
+                **answers(429)[429],
+                "headers": dict(RATE_LIMITED),
+            }
         idempotent = any(
             p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])
         )

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from tillpoint.bootstrap import Container
 from tillpoint.domain.timestamps import rfc3339
-from tillpoint.entrypoints.api.dependencies import Admin, ContainerDep
+from tillpoint.entrypoints.api.dependencies import Admin, ContainerDep, limit_webhooks
 from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import WebhookEventOut, WebhookEventPage, WebhookReceived
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
@@ -51,6 +51,7 @@ def webhook_json(event: StoredWebhook) -> dict[str, Any]:
     summary="Receive a provider webhook (signature required; processed asynchronously)",
     response_model=None,
     responses={**ok(WebhookReceived), **answers(400, 401, 404, 413, 422, 503)},
+    dependencies=[Depends(limit_webhooks)],
 )
 async def receive(provider: str, request: Request, container: ContainerDep) -> Any:
     body = await request.body()
