@@ -248,6 +248,11 @@ class RefundIn(AmountIn):
     reason: FreeText | None = Field(None, max_length=500)
 
 
+class NoFieldsIn(Body):
+    """The body of a POST that takes no fields (reconcile, replay): none, `{}`, or a 422 that
+    names each field sent, rather than fields silently ignored."""
+
+
 class QuoteItemIn(Body):
     variant_id: Text = Field(min_length=1, max_length=64)
     quantity: StrictInt = Field(ge=1, le=10_000)

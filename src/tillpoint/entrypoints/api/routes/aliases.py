@@ -10,7 +10,7 @@ the canonical use cases: seed 003's authorize and submit-payment (create, then c
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.params import Depends as DependsParam
@@ -25,7 +25,6 @@ from tillpoint.entrypoints.api.dependencies import (
     ContainerDep,
     DepsDep,
     Service,
-    authenticate,
     change_context,
 )
 from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
@@ -51,19 +50,25 @@ class AliasRoute(APIRoute):
     canonical_path: str | None = None
 
 
-async def _payment_of_order(
-    order_id: str,
-    payment_id: str,
-    _: Annotated[Principal, Depends(authenticate)],
-    deps: DepsDep,
-) -> None:
-    """Seed 003 names the order in the path: a payment of another order is not found there.
-
-    Authenticated first, so an anonymous caller learns nothing; the role is the canonical
-    route's own check."""
+async def _payment_of_order(order_id: str, payment_id: str, deps: DepsDep) -> None:
+    """Seed 003 names the order in the path: a payment of another order is not found there."""
     payment = await payments.get_payment(payment_id, deps=deps)
     if payment.order_id != order_id:
         raise NotFound(f"payment {payment_id} is not a payment of order {order_id}")
+
+
+# The canonical route's role is checked before the payment is looked up, so a caller the route
+# refuses learns nothing, not even whether a payment belongs to an order (a customer gets the
+# one 404 it gets on every route outside its own). The same role dependency as the canonical
+# route's: FastAPI runs it once per request.
+async def _service_payment_of_order(
+    order_id: str, payment_id: str, _: Service, deps: DepsDep
+) -> None:
+    await _payment_of_order(order_id, payment_id, deps)
+
+
+async def _admin_payment_of_order(order_id: str, payment_id: str, _: Admin, deps: DepsDep) -> None:
+    await _payment_of_order(order_id, payment_id, deps)
 
 
 # (method, seed path, canonical path, seed, extra dependencies)
@@ -88,21 +93,21 @@ ALIASES: Final[Sequence[tuple[str, str, str, str, Sequence[DependsParam]]]] = (
         "/api/v1/admin/orders/{order_id}/payments/{payment_id}/capture",
         CAPTURE,
         "003",
-        (Depends(_payment_of_order),),
+        (Depends(_service_payment_of_order),),
     ),
     (
         "POST",
         "/api/v1/admin/orders/{order_id}/payments/{payment_id}/void",
         VOID,
         "003",
-        (Depends(_payment_of_order),),
+        (Depends(_service_payment_of_order),),
     ),
     (
         "POST",
         "/api/v1/admin/orders/{order_id}/payments/{payment_id}/refund",
         REFUND,
         "003",
-        (Depends(_payment_of_order),),
+        (Depends(_admin_payment_of_order),),
     ),
 )
 

@@ -32,6 +32,7 @@ from tillpoint.entrypoints.api.schemas import (
     CreatePaymentIn,
     ListPaymentsQuery,
     MockCompleteIn,
+    NoFieldsIn,
     RefundIn,
     VoidIn,
     amount_in,
@@ -101,7 +102,11 @@ async def list_payments(
     openapi_extra=IDEMPOTENT,
 )
 async def reconcile(
-    request: Request, principal: Admin, container: ContainerDep, background: BackgroundTasks
+    request: Request,
+    principal: Admin,
+    container: ContainerDep,
+    background: BackgroundTasks,
+    body: NoFieldsIn | None = None,
 ) -> Response:
     """Asks the providers about every open operation, after the answer is sent. Declared before
     the `/{payment_id}` routes so `reconcile` is never read as a payment id."""

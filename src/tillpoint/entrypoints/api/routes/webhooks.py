@@ -18,6 +18,7 @@ from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import WebhookEventOut, WebhookEventPage, WebhookReceived
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
 from tillpoint.entrypoints.api.problems import problem
+from tillpoint.entrypoints.api.schemas import NoFieldsIn
 from tillpoint.service import webhooks
 from tillpoint.service.ports import InvalidSignature, MalformedEvent, StoredWebhook, WebhookStatus
 from tillpoint.service.webhooks import WebhookInbox
@@ -102,7 +103,11 @@ async def list_events(
     openapi_extra=IDEMPOTENT,
 )
 async def replay(
-    webhook_event_id: str, request: Request, principal: Admin, container: ContainerDep
+    webhook_event_id: str,
+    request: Request,
+    principal: Admin,
+    container: ContainerDep,
+    body: NoFieldsIn | None = None,
 ) -> Response:
     async def action(_: Attempt) -> tuple[int, Any]:
         event = await webhooks.replay_webhook(
