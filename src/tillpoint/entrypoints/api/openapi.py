@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from tillpoint.entrypoints.api.models import Problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON
+from tillpoint.entrypoints.api.schemas import NO_CONTROL_PATTERN
 
 PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
 
@@ -121,6 +122,17 @@ def _problem_schemas() -> dict[str, Any]:
     return {"Problem": schema, **defs}
 
 
+def _no_control(parameter: dict[str, Any]) -> None:
+    """Paths and query strings with a control character are refused (middleware.py): say so
+    on every free-form string parameter."""
+    if parameter.get("in") not in ("path", "query"):
+        return
+    schema = parameter.get("schema", {})
+    for member in [schema, *schema.get("anyOf", [])]:
+        if member.get("type") == "string" and not {"pattern", "enum", "format"} & set(member):
+            member["pattern"] = NO_CONTROL_PATTERN
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema:
         return app.openapi_schema
@@ -141,6 +153,8 @@ def document(app: FastAPI) -> dict[str, Any]:
                 **answers(429)[429],
                 "headers": dict(RATE_LIMITED),
             }
+        for parameter in operation.get("parameters", []):
+            _no_control(parameter)
         idempotent = any(
             p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])
         )
