@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from tillpoint.bootstrap import Container
 from tillpoint.entrypoints.api.models import Problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON
 from tillpoint.entrypoints.api.schemas import NO_CONTROL_PATTERN
@@ -133,9 +134,26 @@ def _no_control(parameter: dict[str, Any]) -> None:
             member["pattern"] = NO_CONTROL_PATTERN
 
 
+PROVIDER_BODIES: Final = ("CreatePaymentIn", "CheckoutPaymentIn")
+"""The request bodies whose `provider` names the provider to call (a filter does not)."""
+
+
+def _configured_providers(schemas: dict[str, Any], names: Iterable[str]) -> None:
+    """A payment names one of the providers this server has configured, or none (the default):
+    any other name is refused (422), so the document says which ones there are."""
+    for body in PROVIDER_BODIES:
+        provider = schemas.get(body, {}).get("properties", {}).get("provider", {})
+        for member in provider.get("anyOf", []):
+            if member.get("type") == "string":
+                member["enum"] = sorted(names)
+
+
 def document(app: FastAPI) -> dict[str, Any]:
+    """The app's document, built once it runs: before startup (no container yet) the providers
+    are unknown, and what is built then is not kept."""
     if app.openapi_schema:
         return app.openapi_schema
+    container: Container | None = getattr(app.state, "container", None)
     doc = get_openapi(
         title=app.title,
         version=app.version,
@@ -147,6 +165,8 @@ def document(app: FastAPI) -> dict[str, Any]:
     schemas.update(_problem_schemas())
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    if container is not None:
+        _configured_providers(schemas, container.providers)
     for _path, _method, operation in _operations(doc):
         if "401" in operation["responses"]:  # it authenticates, so it is rate limited
             operation["responses"]["429"] = {
@@ -171,7 +191,8 @@ def document(app: FastAPI) -> dict[str, Any]:
         if validation is not None:  # FastAPI's default 422 is not what the API answers
             validation["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
             validation["description"] = WHAT[422]
-    app.openapi_schema = doc
+    if container is not None:
+        app.openapi_schema = doc
     return doc
 
 

@@ -37,7 +37,7 @@ from tillpoint.domain.cards import (
     carries_raw_card_data,
 )
 from tillpoint.domain.errors import ValidationFailed
-from tillpoint.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT_TEXT, MAX_MINOR, Money
+from tillpoint.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT_TEXT, Money
 from tillpoint.domain.order import ORDER_ID_PATTERN, HistoryEntry, Order
 from tillpoint.domain.payment import Operation, Payment, PaymentMethod, PaymentStatus, Refund
 from tillpoint.domain.snapshot import CheckoutSnapshot
@@ -104,49 +104,8 @@ JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
 """An integer field of a request body: `2032` or `2032.0`, never `"2032"` or `true`."""
 
 
-def amount_pattern(exponent: int) -> str:
-    """What `Money.parse` accepts in a currency with `exponent` decimals, as a regex: a positive
-    decimal string with at most that many decimals and at most `MAX_MINOR` minor units."""
-    whole = len(str(MAX_MINOR)) - 1 - exponent  # fewer digits than 10**whole major units
-    frac = rf"(?:\.[0-9]{{1,{exponent}}})?" if exponent else ""
-    parts = [f"[1-9][0-9]{{0,{whole - 1}}}{frac}"]
-    if exponent:  # 0.05: the first non-zero decimal at position i
-        tails = [
-            "0" * i + "[1-9]" + (f"[0-9]{{0,{exponent - 1 - i}}}" if exponent - 1 - i else "")
-            for i in range(exponent)
-        ]
-        parts.append(rf"0\.(?:{'|'.join(tails)})")
-    parts.append("1" + "0" * whole + (rf"(?:\.0{{1,{exponent}}})?" if exponent else ""))
-    return f"^(?:{'|'.join(parts)})$"
-
-
-AmountText = Annotated[
-    StrictStr,
-    Field(max_length=MAX_AMOUNT_TEXT),
-    _Documented(
-        "^(?:"
-        + "|".join(amount_pattern(e)[4:-2] for e in sorted(set(CURRENCY_EXPONENTS.values())))
-        + ")$"
-    ),
-]
-"""A decimal amount string; its length is bounded before any parsing. The document says what
-some currency accepts; which currency (the order's, the payment's) is known only later."""
-
-
-def _amount_by_currency(schema: dict[str, Any]) -> None:
-    """The body's `amount` as its `currency` allows it (`Money.parse`), for the document."""
-    by_exponent: dict[int, list[str]] = {}
-    for code, exponent in CURRENCY_EXPONENTS.items():
-        by_exponent.setdefault(exponent, []).append(code)
-    schema["anyOf"] = [
-        {
-            "properties": {
-                "currency": {"enum": sorted(codes)},
-                "amount": {"pattern": amount_pattern(exponent)},
-            }
-        }
-        for exponent, codes in sorted(by_exponent.items())
-    ]
+AmountText = Annotated[StrictStr, Field(max_length=MAX_AMOUNT_TEXT)]
+"""A decimal amount string; its length is bounded before any parsing."""
 
 
 _RFC3339: Final = re.compile(
@@ -219,8 +178,6 @@ CURRENCY_CODES: Final[list[JsonValue]] = [*sorted(CURRENCY_EXPONENTS)]
 
 
 class CurrencyAmount(Body):
-    model_config = ConfigDict(json_schema_extra=_amount_by_currency)
-
     amount: AmountText
     currency: StrictStr = Field(
         pattern=r"^[A-Z]{3}$",
