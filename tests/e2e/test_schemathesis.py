@@ -1,13 +1,16 @@
 """Schemathesis against a running `tillpoint serve`, on SQLite and on PostgreSQL.
 
-The schema is the live document the server answers at `/openapi.json`, and every generated
-request goes over HTTP to that server with an admin key (the role that may call every
-operation). Each answer is validated with Schemathesis's default checks (`validate_response`
-without `checks=`: every built-in check its configuration enables, which includes no 5xx and
-status code, content type, body and header conformance); none is excluded.
+The schema is the live document the server answers at `/openapi.json` (so it names the
+providers that server has configured), and every generated request goes over HTTP to that
+server with an admin key (the role that may call every operation). Each answer is validated
+with Schemathesis's default checks (`validate_response` without `checks=`: every built-in check
+its configuration enables, no 5xx and status code, content type, body and header conformance
+among them); none is excluded. The configuration is `schemathesis.toml` next to this file,
+loaded explicitly: it adds 422 to what `positive_data_acceptance` accepts, as it explains.
 
-Examples are derandomized and bounded (a fixed number per operation and generation mode), so a
-run is reproducible and short; every failing operation is reported at the end with an example.
+One server per database serves both passes (positive, then negative). Examples are
+derandomized and bounded (a fixed number per operation and generation mode), so a run is
+reproducible and short; every failing operation is reported at the end with an example.
 `TILLPOINT_TEST_SCHEMATHESIS_EXAMPLES=100` runs a deeper pass with that many per operation.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,16 +28,19 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
+from schemathesis.config import ChecksConfig, SchemathesisConfig
 from schemathesis.schemas import BaseSchema
 
 from tests.conftest import ADMIN_KEY, create_database, drop_database, need_service
-from tests.support.server import Server, migrate, start_server
+from tests.support.server import Server, start_server
+from tillpoint.adapters.db import migrate
 
 pytestmark = [pytest.mark.schemathesis, pytest.mark.slow]
 
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 # Per operation. TILLPOINT_TEST_SCHEMATHESIS_EXAMPLES=100 runs a deeper pass (minutes).
 DEEP = int(os.environ.get("TILLPOINT_TEST_SCHEMATHESIS_EXAMPLES", "0"))
-EXAMPLES = {GenerationMode.POSITIVE: DEEP or 8, GenerationMode.NEGATIVE: DEEP or 15}
+EXAMPLES = {GenerationMode.POSITIVE: DEEP or 5, GenerationMode.NEGATIVE: DEEP or 10}
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
@@ -53,7 +60,7 @@ def live(
         need_service("PostgreSQL", "127.0.0.1", 5432)
         url = created = create_database()
     try:
-        migrate(url, workdir)
+        migrate.upgrade(url)  # here, not by `tillpoint migrate`: this process has its imports
         current = start_server(url, workdir, rate_limits="{}")  # no 429 for a burst of tests
         try:
             yield current
@@ -67,7 +74,12 @@ def live(
 @pytest.fixture(scope="module")
 def schema(live: Server) -> BaseSchema:
     """The document the running server serves, not one built in this process."""
-    return schemathesis.openapi.from_url(f"{live.base_url}/openapi.json", timeout=30)
+    config = SchemathesisConfig.from_path(CONFIG)
+    accepted = config.projects.get_default().checks.positive_data_acceptance.expected_statuses
+    # the defaults of this Schemathesis version and 422, nothing else
+    defaults = ChecksConfig().positive_data_acceptance.expected_statuses
+    assert sorted(accepted) == sorted([*defaults, "422"])
+    return schemathesis.openapi.from_url(f"{live.base_url}/openapi.json", config=config, timeout=30)
 
 
 def _failures(schema: BaseSchema, base_url: str, mode: GenerationMode) -> dict[str, list[str]]:
