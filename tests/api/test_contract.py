@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,7 +12,9 @@ import httpx
 import pytest
 
 from tests.api.conftest import Api, assert_problem
-from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers
+from tests.conftest import ADMIN_KEY, SERVICE_KEY, headers, settings_for
+from tests.support.asgi import asgi_client
+from tillpoint.bootstrap import build
 from tillpoint.entrypoints.api.problems import STATUS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +153,27 @@ class TestOpenApi:
                     if status.startswith("2") and "application/json" in content:
                         schema = content["application/json"]["schema"]
                         assert schema.get("$ref"), (method, path, status, schema)
+
+    def test_a_payment_names_one_of_the_configured_providers(self, doc: dict[str, Any]) -> None:
+        for body in ("CreatePaymentIn", "CheckoutPaymentIn"):
+            provider = doc["components"]["schemas"][body]["properties"]["provider"]
+            named = [m for m in provider["anyOf"] if m.get("type") == "string"]
+            assert [m["enum"] for m in named] == [["mock"]], body
+            assert {"type": "null"} in provider["anyOf"], body  # none: the default provider
+        # a filter may name a provider no longer configured: no enum there
+        listing = doc["paths"]["/api/v1/payments"]["get"]["parameters"]
+        (filter_,) = [p for p in listing if p["name"] == "provider"]
+        assert "enum" not in json.dumps(filter_)
+
+    async def test_the_providers_are_those_of_the_server(self, database_url: str) -> None:
+        current = build(settings_for(database_url, stripe_api_key="sk_test_document"))
+        try:
+            async with asgi_client(current) as client:
+                doc = (await client.get("/openapi.json")).json()
+        finally:
+            await current.aclose()
+        provider = doc["components"]["schemas"]["CreatePaymentIn"]["properties"]["provider"]
+        assert provider["anyOf"][0]["enum"] == ["mock", "stripe"]
 
     def test_real_statuses_of_a_few_operations(self, doc: dict[str, Any]) -> None:
         paths = doc["paths"]

@@ -14,8 +14,10 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
+from tillpoint.bootstrap import Container
 from tillpoint.entrypoints.api.models import Problem
 from tillpoint.entrypoints.api.problems import PROBLEM_JSON
+from tillpoint.entrypoints.api.schemas import NO_CONTROL_PATTERN
 
 PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
 
@@ -121,9 +123,37 @@ def _problem_schemas() -> dict[str, Any]:
     return {"Problem": schema, **defs}
 
 
+def _no_control(parameter: dict[str, Any]) -> None:
+    """Paths and query strings with a control character are refused (middleware.py): say so
+    on every free-form string parameter."""
+    if parameter.get("in") not in ("path", "query"):
+        return
+    schema = parameter.get("schema", {})
+    for member in [schema, *schema.get("anyOf", [])]:
+        if member.get("type") == "string" and not {"pattern", "enum", "format"} & set(member):
+            member["pattern"] = NO_CONTROL_PATTERN
+
+
+PROVIDER_BODIES: Final = ("CreatePaymentIn", "CheckoutPaymentIn")
+"""The request bodies whose `provider` names the provider to call (a filter does not)."""
+
+
+def _configured_providers(schemas: dict[str, Any], names: Iterable[str]) -> None:
+    """A payment names one of the providers this server has configured, or none (the default):
+    any other name is refused (422), so the document says which ones there are."""
+    for body in PROVIDER_BODIES:
+        provider = schemas.get(body, {}).get("properties", {}).get("provider", {})
+        for member in provider.get("anyOf", []):
+            if member.get("type") == "string":
+                member["enum"] = sorted(names)
+
+
 def document(app: FastAPI) -> dict[str, Any]:
+    """The app's document, built once it runs: before startup (no container yet) the providers
+    are unknown, and what is built then is not kept."""
     if app.openapi_schema:
         return app.openapi_schema
+    container: Container | None = getattr(app.state, "container", None)
     doc = get_openapi(
         title=app.title,
         version=app.version,
@@ -135,12 +165,16 @@ def document(app: FastAPI) -> dict[str, Any]:
     schemas.update(_problem_schemas())
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    if container is not None:
+        _configured_providers(schemas, container.providers)
     for _path, _method, operation in _operations(doc):
         if "401" in operation["responses"]:  # it authenticates, so it is rate limited
             operation["responses"]["429"] = {
                 **answers(429)[429],
                 "headers": dict(RATE_LIMITED),
             }
+        for parameter in operation.get("parameters", []):
+            _no_control(parameter)
         idempotent = any(
             p.get("name") == "Idempotency-Key" for p in operation.get("parameters", [])
         )
@@ -157,7 +191,8 @@ def document(app: FastAPI) -> dict[str, Any]:
         if validation is not None:  # FastAPI's default 422 is not what the API answers
             validation["content"] = {PROBLEM_JSON: {"schema": PROBLEM_REF}}
             validation["description"] = WHAT[422]
-    app.openapi_schema = doc
+    if container is not None:
+        app.openapi_schema = doc
     return doc
 
 

@@ -13,12 +13,15 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    GetJsonSchemaHandler,
+    JsonValue,
     StrictInt,
     StrictStr,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 from tillpoint.domain.cards import (
     BRAND_MAX_LENGTH,
@@ -34,7 +37,7 @@ from tillpoint.domain.cards import (
     carries_raw_card_data,
 )
 from tillpoint.domain.errors import ValidationFailed
-from tillpoint.domain.money import MAX_AMOUNT_TEXT, Money
+from tillpoint.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT_TEXT, Money
 from tillpoint.domain.order import ORDER_ID_PATTERN, HistoryEntry, Order
 from tillpoint.domain.payment import Operation, Payment, PaymentMethod, PaymentStatus, Refund
 from tillpoint.domain.snapshot import CheckoutSnapshot
@@ -52,6 +55,25 @@ OrderId = Field(pattern=ORDER_ID_PATTERN)
 CONTROL: Final = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 CONTROL_IN_FREE_TEXT: Final = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 CONTROL_MESSAGE: Final = "control characters (such as NUL) and lone surrogates are not allowed"
+# The same rules as JSON Schema patterns, for the document. Without the lone surrogates: a
+# surrogate range in a pattern is read as UTF-16 code units by some tools (generators that
+# honour it produce control characters); a URL cannot carry one, JSON only as a `\ud800` escape.
+NO_CONTROL_PATTERN: Final = r"^[^\x00-\x1f\x7f]*$"
+NO_CONTROL_IN_FREE_TEXT_PATTERN: Final = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+
+
+class _Documented:
+    """Adds `pattern` to a string's JSON Schema: what `_checked` enforces, for the document."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        result = handler(schema)
+        result["pattern"] = self.pattern
+        return result
 
 
 def _checked(pattern: re.Pattern[str]) -> AfterValidator:
@@ -63,12 +85,28 @@ def _checked(pattern: re.Pattern[str]) -> AfterValidator:
     return AfterValidator(check)
 
 
-Text = Annotated[StrictStr, _checked(CONTROL)]
+Text = Annotated[StrictStr, _checked(CONTROL), _Documented(NO_CONTROL_PATTERN)]
 """Every string field of a request body (ids, names, codes)."""
-FreeText = Annotated[StrictStr, _checked(CONTROL_IN_FREE_TEXT)]
+FreeText = Annotated[
+    StrictStr, _checked(CONTROL_IN_FREE_TEXT), _Documented(NO_CONTROL_IN_FREE_TEXT_PATTERN)
+]
 """Human text such as a refund reason: tabs and line breaks allowed."""
+
+
+def _integral(value: object) -> object:
+    """A JSON number with no fraction (`2032.0`) is an integer, as JSON Schema has it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+"""An integer field of a request body: `2032` or `2032.0`, never `"2032"` or `true`."""
+
+
 AmountText = Annotated[StrictStr, Field(max_length=MAX_AMOUNT_TEXT)]
 """A decimal amount string; its length is bounded before any parsing."""
+
 
 _RFC3339: Final = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
@@ -136,9 +174,15 @@ def amount_in(amount: str, currency: str) -> Money:
         ) from None
 
 
+CURRENCY_CODES: Final[list[JsonValue]] = [*sorted(CURRENCY_EXPONENTS)]
+
+
 class CurrencyAmount(Body):
     amount: AmountText
-    currency: StrictStr = Field(pattern=r"^[A-Z]{3}$")
+    currency: StrictStr = Field(
+        pattern=r"^[A-Z]{3}$",
+        json_schema_extra={"enum": CURRENCY_CODES},
+    )
 
     @model_validator(mode="after")
     def _money(self) -> Self:
@@ -160,14 +204,15 @@ class PatchOrderIn(Body):
 
 
 class PaymentMethodIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # Extra fields are let in only to be refused by `_no_extra` with their names.
+    model_config = ConfigDict(extra="allow", json_schema_extra={"additionalProperties": False})
 
     type: Literal["card"] = "card"
     token: Text | None = Field(None, max_length=TOKEN_MAX_LENGTH)
     brand: Text | None = Field(None, max_length=BRAND_MAX_LENGTH)
     last4: StrictStr | None = Field(None, pattern=LAST4_PATTERN)
-    exp_month: StrictInt | None = Field(None, ge=EXP_MONTH_MIN, le=EXP_MONTH_MAX)
-    exp_year: StrictInt | None = Field(None, ge=EXP_YEAR_MIN, le=EXP_YEAR_MAX)
+    exp_month: JsonInt | None = Field(None, ge=EXP_MONTH_MIN, le=EXP_MONTH_MAX)
+    exp_year: JsonInt | None = Field(None, ge=EXP_YEAR_MIN, le=EXP_YEAR_MAX)
     holder_name: Text | None = Field(None, max_length=HOLDER_NAME_MAX_LENGTH)
 
     @model_validator(mode="before")
@@ -215,7 +260,10 @@ class CreatePaymentIn(CurrencyAmount):
     capture_method: Literal["automatic", "manual"] = "automatic"
     payment_method: PaymentMethodIn | None = None
     snapshot_id: Text | None = Field(None, max_length=40)
-    idempotency_key: Text | None = None
+    idempotency_key: Text | None = Field(
+        None,  # read by the idempotency layer (idempotent.py), which refuses a bad one first
+        json_schema_extra={"minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    )
 
 
 class ConfirmIn(Body):
@@ -255,7 +303,7 @@ class NoFieldsIn(Body):
 
 class QuoteItemIn(Body):
     variant_id: Text = Field(min_length=1, max_length=64)
-    quantity: StrictInt = Field(ge=1, le=10_000)
+    quantity: JsonInt = Field(ge=1, le=10_000)
     unit_amount: AmountText
 
 
