@@ -114,7 +114,10 @@ class TestSeed003:
     async def test_capture_and_void_under_the_order(self, api: Api) -> None:
         held = await authorized(api)
         path = f"/api/v1/admin/orders/{held['order_id']}/payments/{held['payment_id']}"
-        capture = await api.post(f"{path}/capture", {"amount": "40.00"})
+        # Under /api/v1/admin/: admin only, though the canonical routes serve the service role.
+        refused = await api.post(f"{path}/capture", {"amount": "40.00"})
+        assert_problem(refused, 403, "forbidden")
+        capture = await api.post(f"{path}/capture", {"amount": "40.00"}, key=ADMIN_KEY)
         assert capture.status_code == 200, capture.text
         assert capture.json()["status"] == "CAPTURED"
         assert capture.json()["captured_amount"] == "40.00"
@@ -122,7 +125,8 @@ class TestSeed003:
 
         other = await authorized(api)
         path = f"/api/v1/admin/orders/{other['order_id']}/payments/{other['payment_id']}"
-        void = await api.post(f"{path}/void", {"reason": "customer asked"})
+        assert_problem(await api.post(f"{path}/void", {"reason": "x"}), 403, "forbidden")
+        void = await api.post(f"{path}/void", {"reason": "customer asked"}, key=ADMIN_KEY)
         assert void.status_code == 200, void.text
         assert void.json()["status"] == "CANCELED"
 
@@ -130,7 +134,7 @@ class TestSeed003:
         held = await authorized(api)
         stranger = await api.order()
         path = f"/api/v1/admin/orders/{stranger}/payments/{held['payment_id']}/capture"
-        assert_problem(await api.post(path), 404, "not_found")
+        assert_problem(await api.post(path, key=ADMIN_KEY), 404, "not_found")
         assert_problem(await api.client.post(path), 401, "unauthenticated")
         assert (await api.payment_state(held["payment_id"]))["status"] == "AUTHORIZED"
 

@@ -57,16 +57,10 @@ async def _payment_of_order(order_id: str, payment_id: str, deps: DepsDep) -> No
         raise NotFound(f"payment {payment_id} is not a payment of order {order_id}")
 
 
-# The canonical route's role is checked before the payment is looked up, so a caller the route
-# refuses learns nothing, not even whether a payment belongs to an order (a customer gets the
-# one 404 it gets on every route outside its own). The same role dependency as the canonical
-# route's: FastAPI runs it once per request.
-async def _service_payment_of_order(
-    order_id: str, payment_id: str, _: Service, deps: DepsDep
-) -> None:
-    await _payment_of_order(order_id, payment_id, deps)
-
-
+# Seed 003's paths sit under /api/v1/admin/, so they are admin only (the canonical capture and
+# void also serve the service role). The role is checked before the payment is looked up, so a
+# caller the route refuses learns nothing, not even whether a payment belongs to an order (a
+# customer gets the one 404 it gets on every route outside its own).
 async def _admin_payment_of_order(order_id: str, payment_id: str, _: Admin, deps: DepsDep) -> None:
     await _payment_of_order(order_id, payment_id, deps)
 
@@ -93,14 +87,14 @@ ALIASES: Final[Sequence[tuple[str, str, str, str, Sequence[DependsParam]]]] = (
         "/api/v1/admin/orders/{order_id}/payments/{payment_id}/capture",
         CAPTURE,
         "003",
-        (Depends(_service_payment_of_order),),
+        (Depends(_admin_payment_of_order),),
     ),
     (
         "POST",
         "/api/v1/admin/orders/{order_id}/payments/{payment_id}/void",
         VOID,
         "003",
-        (Depends(_service_payment_of_order),),
+        (Depends(_admin_payment_of_order),),
     ),
     (
         "POST",
