@@ -214,6 +214,13 @@ async def test_the_issuers_key_rotation_works_without_a_restart(
         path = await ledger_path(http)
         old = issuer.token(issuer.claims(["payments-admin"]))
         assert (await http.get(path, headers=headers(old))).status_code == 200
+        service_claims = issuer.claims(["order-service"], azp="order-service")
+        body = {"order_id": new_order_id(), "buyer_id": "b-1", "amount": "5.00", "currency": "USD"}
+        key = new_key()
+        first = await http.post(
+            "/api/v1/orders", json=body, headers=headers(issuer.token(service_claims), key)
+        )
+        assert first.status_code == 201, first.text
 
         # The realm rotates: a new key, the old one withdrawn.
         new_key_ = RSAKey.generate_key(2048, parameters={"kid": f"rsa-{secrets.token_hex(4)}"})
@@ -222,6 +229,15 @@ async def test_the_issuers_key_rotation_works_without_a_restart(
         assert (await http.get(path, headers=headers(fresh))).status_code == 200
         assert issuer.jwks_requests == 2
         assert_unauthenticated(await http.get(path, headers=headers(old)))
+
+        # The client's principal is its id, not the key: its retry is still a replay.
+        retry = await http.post(
+            "/api/v1/orders",
+            json=body,
+            headers=headers(issuer.token(service_claims, key=new_key_), key),
+        )
+        assert (retry.status_code, retry.headers.get("idempotent-replayed")) == (201, "true")
+        assert retry.content == first.content
 
 
 async def test_a_flood_of_unknown_kids_fetches_the_jwks_at_most_once_per_interval(
