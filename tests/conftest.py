@@ -280,12 +280,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     """What each test wrote to its output (the log lines of the app it ran in process, among
-    them) joins what the end-of-run leak scan saw."""
+    them) joins what the end-of-run leak scan saw. Line by line: a log line is one record, and
+    digits ending one line and a timestamp starting the next are no card number. The teardown
+    report carries the output of all three phases."""
     from tests.security.scan import note
 
+    if report.when != "teardown":
+        return
     for title, text in report.sections:
         if title.startswith("Captured"):
-            note(f"{report.nodeid} ({title.lower()})", text)
+            for line in text.splitlines():
+                note(f"{report.nodeid} ({title.lower()})", line)
 
 
 def scan_for_leaks(session: pytest.Session) -> None:
