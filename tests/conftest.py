@@ -273,17 +273,36 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.hookimpl(trylast=True)  # after the fixtures' teardown closed their connections
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     try:
-        scan_for_card_data(session)
+        scan_for_leaks(session)
     finally:
         drop_created_databases()
 
 
-def scan_for_card_data(session: pytest.Session) -> None:
-    """The last check of every run: no card number and no CVC in anything the suite left.
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """What each test wrote to its output (the log lines of the app it ran in process, among
+    them) joins what the end-of-run leak scan saw. Line by line: a log line is one record, and
+    digits ending one line and a timestamp starting the next are no card number. The teardown
+    report carries the output of all three phases."""
+    from tests.security.scan import note
+
+    if report.when != "teardown":
+        return
+    for title, text in report.sections:
+        if title.startswith("Captured"):
+            for line in text.splitlines():
+                note(f"{report.nodeid} ({title.lower()})", line)
+
+
+def scan_for_leaks(session: pytest.Session) -> None:
+    """The last check of every run: nothing the suite left behind or saw holds a card number, a
+    CVC, one of its API keys, a JWT, a webhook secret, a Stripe key or a client secret (a client
+    secret only in the `client_secret` field of an API answer; see `tests/security/scan.py`).
 
     Scans every column of every table of the session's PostgreSQL database and of each SQLite
-    database the tests made, and the log of every server process the tests started. A finding
-    fails the run (exit status 1) and is printed with where it was found."""
+    database the tests made, the log of every server process the tests started, and what the
+    tests saw as they ran: every answer of the in-process API, the broker messages of the
+    events suite, each test's captured output. A finding fails the run (exit status 1) and is
+    printed with where it was found."""
     from tests.security.scan import (
         SEEN,
         not_order_ids,
@@ -298,18 +317,19 @@ def scan_for_card_data(session: pytest.Session) -> None:
     if basetemp is not None:
         urls += sqlite_urls(basetemp)
     found, order_ids = _run(lambda: scan_databases(urls))
-    if basetemp is not None:
-        found += scan_files(sorted(basetemp.rglob("*.log")))
+    logs = sorted(basetemp.rglob("*.log")) if basetemp is not None else []
+    found += scan_files(logs)
     found = not_order_ids([*found, *SEEN], order_ids)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if found:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
         lines = "\n".join(found[:50])
-        message = f"card data found in what the test suite left behind:\n{lines}"
+        message = f"leaks found in what the test suite left behind or saw:\n{lines}"
     else:
         message = (
-            f"card-data scan: nothing found in {len(urls)} database(s), the server logs and "
-            f"the responses and broker messages the tests saw"
+            f"leak scan (card numbers, CVCs, API keys, JWTs, webhook secrets, Stripe keys, "
+            f"client secrets): nothing found in {len(urls)} database(s), {len(logs)} server "
+            f"log(s), and the responses, broker messages and test output the tests saw"
         )
     if reporter is not None:
         reporter.write_line(message, red=bool(found))

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 import httpx
 
 from tests.conftest import headers, new_key, settings_for
+from tests.security.scan import register_secret
 from tests.support import flows
 from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
@@ -17,6 +18,8 @@ from tillpoint.config import ApiKey
 
 OLD = "checkout-old-value-0123456789"
 NEW = "checkout-new-value-9876543210"
+register_secret(OLD, "the rotated-out checkout API key")
+register_secret(NEW, "the rotated-in checkout API key")
 
 
 @asynccontextmanager

@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ADMIN_KEY, API_KEYS, CUSTOMER_KEY, SERVICE_KEY, headers, settings_for
+from tests.security.scan import register_secret
 from tests.stripe_e2e.support import (
     THREE_D_SECURE,
     confirm,
@@ -37,6 +38,7 @@ from tillpoint.service.webhooks import process_due_webhooks
 WEBHOOK_SECRET = f"whsec_tillpoint_3ds_{secrets.token_hex(8)}"
 OTHER_BUYER = "buyer-2"
 OTHER_CUSTOMER_KEY = "test-customer-key-other-0123456789"
+register_secret(OTHER_CUSTOMER_KEY, "the other customer's API key")
 
 
 @pytest.fixture

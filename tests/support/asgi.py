@@ -1,8 +1,9 @@
 """The one way the suites talk HTTP to the app in process: an httpx client over ASGI.
 
 Every client made here runs the app's lifespan (startup and shutdown, as the server does) and
-hands each response to the end-of-run card-data scan (`tests/security/scan.py`), so no suite
-can see an answer the scan does not.
+hands each response to the end-of-run leak scan (`tests/security/scan.py`: card data, API keys,
+JWTs, webhook secrets, Stripe keys and client secrets), so no suite can see an answer the scan
+does not.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ async def asgi_client(
 
 
 async def scan_response(response: httpx.Response) -> None:
-    """Every answer the API gives a test is scanned for card data at the end of the run."""
-    from tests.security.scan import note
+    """Every answer the API gives a test is scanned for leaks; reported at the end of the run."""
+    from tests.security.scan import note_response
 
     if response.request.url.path == "/metrics":  # measurements (long float digits), no user data
         return
     body = (await response.aread()).decode("utf-8", "replace")
     request = response.request
     source = f"{request.method} {request.url.path}"
-    note(source, f"{response.headers} {body}", sent=unquote(str(request.url)))
+    note_response(source, str(response.headers), body, sent=unquote(str(request.url)))
