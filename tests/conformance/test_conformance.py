@@ -200,9 +200,9 @@ async def test_an_unknown_outcome_is_resolved_by_asking_the_provider(
     assert lost.json()["code"] == "provider_timeout"
     assert (await flows.payment(shop.http, held["payment_id"]))["status"] == "AUTHORIZED"
 
-    settled = await resolve_open_operations(deps=shop.container.deps, everything=True)
+    checked = await resolve_open_operations(deps=shop.container.deps, everything=True)
 
-    assert settled == 1
+    assert checked >= 1  # ours, and any open operation other tests left in the shared database
     state = await flows.payment(shop.http, held["payment_id"])
     assert (state["status"], state["captured_amount"]) == ("CAPTURED", "60.00")
     side = await harness.side(shop.container, held["provider_payment_id"])
