@@ -61,6 +61,9 @@ async def test_over_the_limit_is_429_with_retry_after(limited: Limited) -> None:
     assert all(r.headers["ratelimit-limit"] == "3" for r in answers)
     assert "retry-after" not in answers[0].headers
     assert_rate_limited(answers[3], 3)
+    async with limited({}) as http:
+        metrics = (await http.get("/metrics")).text
+    assert 'rate_limited_requests_total{rate_class="service"}' in metrics
 
 
 async def test_each_principal_is_counted_on_its_own(limited: Limited) -> None:

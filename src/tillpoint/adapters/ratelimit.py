@@ -24,16 +24,20 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.errors import StorageError
 from prometheus_client import Counter
 
+from tillpoint.adapters.telemetry import REGISTRY
+
 log = structlog.get_logger("tillpoint.ratelimit")
 
 REFUSED = Counter(
     "rate_limited_requests",
     "Requests refused with 429 rate_limited, by class",
     ["rate_class"],
+    registry=REGISTRY,
 )
 STORAGE_ERRORS = Counter(
     "rate_limit_storage_errors",
     "Requests admitted without a rate-limit check because the limit storage failed",
+    registry=REGISTRY,
 )
 
 DEFAULT_CLASS = "default"
