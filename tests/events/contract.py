@@ -17,6 +17,8 @@ PUBLISHED = frozenset(
         "payment.failed",
         "payment.canceled",
         "payment.refunded",
+        "payment.disputed",
+        "payment.dispute_closed",
     }
 )
 CONSUMED = frozenset({"order.stock-confirmed", "order.created.v1"})

@@ -27,6 +27,7 @@ from tillpoint.domain.money import Money
 from tillpoint.domain.order import HistoryEntry, Order
 from tillpoint.domain.payment import (
     ACTIVE,
+    Dispute,
     Operation,
     Outcome,
     Payment,
@@ -44,6 +45,8 @@ from tillpoint.service.ports import (
     AuthorizeRequest,
     Capabilities,
     Clock,
+    DisputeFilter,
+    DisputeRepository,
     InboxEntry,
     InboxRepository,
     Lookup,
@@ -108,6 +111,7 @@ class FakeStore:
     events: dict[int, tuple[str, StoredEvent]] = field(default_factory=dict)
     operations: dict[str, Operation] = field(default_factory=dict)
     refunds: dict[str, Refund] = field(default_factory=dict)
+    disputes: dict[str, Dispute] = field(default_factory=dict)
     snapshots: dict[str, CheckoutSnapshot] = field(default_factory=dict)
     reconciliations: dict[str, ReconciliationRun] = field(default_factory=dict)
     outbox: dict[int, OutboxRow] = field(default_factory=dict)
@@ -191,6 +195,7 @@ class _Transaction:
         self.events = _Staged(store.events)
         self.operations = _Staged(store.operations)
         self.refunds = _Staged(store.refunds)
+        self.disputes = _Staged(store.disputes)
         self.snapshots = _Staged(store.snapshots)
         self.reconciliations = _Staged(store.reconciliations)
         self.outbox = _Staged(store.outbox)
@@ -203,6 +208,7 @@ class _Transaction:
             self.events,
             self.operations,
             self.refunds,
+            self.disputes,
             self.snapshots,
             self.reconciliations,
             self.outbox,
@@ -401,6 +407,49 @@ class FakeRefunds:
         return sorted(found, key=lambda r: (r.created_at, r.id))
 
 
+class FakeDisputes:
+    def __init__(self, tx: _Transaction) -> None:
+        self.tx = tx
+
+    async def add(self, dispute: Dispute) -> None:
+        if await self.by_provider_id(dispute.provider, dispute.provider_dispute_id) is not None:
+            raise DuplicateKey(f"{dispute.provider} dispute {dispute.provider_dispute_id}")
+        self.tx.disputes.insert(dispute.id, dispute)
+
+    async def save(self, dispute: Dispute) -> None:
+        assert dispute.id in self.tx.disputes, f"dispute {dispute.id} was never added"
+        self.tx.disputes.put(dispute.id, dispute)
+
+    async def by_provider_id(self, provider: str, provider_dispute_id: str) -> Dispute | None:
+        for d in self.tx.disputes.rows():
+            if (d.provider, d.provider_dispute_id) == (provider, provider_dispute_id):
+                return d
+        return None
+
+    async def for_payment(self, payment_id: str) -> list[Dispute]:
+        return sorted(
+            (d for d in self.tx.disputes.rows() if d.payment_id == payment_id), key=lambda d: d.id
+        )
+
+    async def page(
+        self, filters: DisputeFilter, limit: int, cursor: str | None
+    ) -> tuple[list[Dispute], str | None]:
+        rows = sorted(
+            (
+                d
+                for d in self.tx.disputes.rows()
+                if (filters.status is None or d.status.value == filters.status)
+                and (filters.payment_id is None or d.payment_id == filters.payment_id)
+                and (cursor is None or d.id < cursor)
+            ),
+            key=lambda d: d.id,
+            reverse=True,
+        )
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].id
+        return rows, None
+
+
 class FakeSnapshots:
     def __init__(self, tx: _Transaction) -> None:
         self.tx = tx
@@ -554,6 +603,7 @@ class FakeUnitOfWork:
     payments: PaymentRepository
     operations: OperationRepository
     refunds: RefundRepository
+    disputes: DisputeRepository
     snapshots: SnapshotRepository
     reconciliations: ReconciliationRepository
     outbox: OutboxRepository
@@ -572,6 +622,7 @@ class FakeUnitOfWork:
         self.payments = FakePayments(tx, outbox, self.dialect)
         self.operations = FakeOperations(tx)
         self.refunds = FakeRefunds(tx)
+        self.disputes = FakeDisputes(tx)
         self.snapshots = FakeSnapshots(tx)
         self.reconciliations = FakeReconciliations(tx)
         self.outbox = outbox

@@ -242,12 +242,15 @@ class TestStripeEvents:
                     "amount": 1000,
                     "currency": "eur",
                     "reason": "fraudulent",
+                    "status": "needs_response",
                 }
             },
         }
         signal = verifier.parse(json.dumps(dispute).encode()).signal
         assert signal is not None
         assert signal.kind is ProviderStatus.DISPUTED
+        assert signal.dispute is not None
+        assert (signal.dispute.reference, signal.dispute.status) == ("dp_1", "needs_response")
         other = {"id": "evt_o", "type": "customer.created", "data": {"object": {"id": "cus"}}}
         assert verifier.parse(json.dumps(other).encode()).signal is None
 

@@ -41,6 +41,7 @@ from tillpoint.service.ports import (
     AuthorizeRequest,
     Capabilities,
     Lookup,
+    MalformedEvent,
     ProviderError,
     ProviderTimeout,
 )
@@ -139,14 +140,16 @@ async def world(database_url: str, clock: MovableClock) -> AsyncIterator[World]:
 
 
 def fixture(event_type: str, **ids: str) -> bytes:
-    """The recorded event with fresh ids: a new `evt_…` always, and the PaymentIntent, refund
-    and metadata key given (`pi=`, `re=`, `key=`); the body stays the fixture's bytes."""
+    """The recorded event with fresh ids: a new `evt_…` always, and the PaymentIntent, refund,
+    dispute and metadata key given (`pi=`, `re=`, `du=`, `key=`); the body stays the fixture's
+    bytes."""
     text = (FIXTURES / f"{event_type}.json").read_text()
     subs = {
         '"evt_FIXTURE"': f'"evt_{secrets.token_hex(12)}"',
         '"pi_FIXTURE_secret_FIXTURE"': f'"{ids.get("pi", "pi_x")}_secret_{secrets.token_hex(8)}"',
         '"pi_FIXTURE"': f'"{ids.get("pi", "pi_FIXTURE")}"',
         '"re_FIXTURE"': f'"{ids.get("re", "re_" + secrets.token_hex(12))}"',
+        '"du_FIXTURE"': f'"{ids.get("du", "du_" + secrets.token_hex(12))}"',
         '"FIXTURE_IDEMPOTENCY_KEY"': json.dumps(ids.get("key", "FIXTURE_IDEMPOTENCY_KEY")),
     }
     for old, new in subs.items():
@@ -401,6 +404,189 @@ class TestRefundEvents:
         assert row.status == "PENDING"  # same amount, but another refund: not settled by guess
 
 
+# -- dispute events ----------------------------------------------------------------------------
+
+
+async def outbox_bodies(w: World, payment_id: str, routing_key: str) -> list[dict[str, Any]]:
+    o = t.outbox
+    async with w.container.engine.connect() as conn:
+        rows = await conn.execute(
+            sa.select(o.c.body)
+            .where(o.c.aggregate_id == payment_id, o.c.routing_key == routing_key)
+            .order_by(o.c.id)
+        )
+        return [json.loads(body) for (body,) in rows]
+
+
+async def disputes_of(w: World, payment_id: str) -> list[dict[str, Any]]:
+    got = await w.client.get(
+        "/api/v1/admin/disputes", params={"payment_id": payment_id}, headers=headers(ADMIN_KEY)
+    )
+    assert got.status_code == 200, got.text
+    data: list[dict[str, Any]] = got.json()["data"]
+    return data
+
+
+def dispute_event(event_type: str, pi: str, du: str, **changes: Any) -> bytes:
+    """A dispute fixture about `du` on `pi`, its dispute object's fields changed as given."""
+    return edited(fixture(event_type, pi=pi, du=du), lambda e: e["data"]["object"].update(changes))
+
+
+class TestDisputeEvents:
+    async def disputed(self, w: World, **changes: Any) -> tuple[dict[str, Any], str]:
+        """A captured 10.00 Stripe payment with the created fixture's dispute opened on it."""
+        pay = await stripe_payment(w, P.CAPTURED)
+        assert pay["status"] == "CAPTURED"
+        du = "du_" + secrets.token_hex(12)
+        body = dispute_event("charge.dispute.created", pay["provider_payment_id"], du, **changes)
+        assert await delivered(w, body) == "PROCESSED"
+        return pay, du
+
+    async def test_a_created_dispute_is_recorded_shown_on_the_payment_and_published(
+        self, world: World
+    ) -> None:
+        pay, du = await self.disputed(world)
+        pid = pay["payment_id"]
+        got = await flows.payment(world.client, pid)
+        assert (got["status"], got["disputed_amount"]) == ("CAPTURED", "10.00")
+        (dispute,) = await disputes_of(world, pid)
+        assert dispute["dispute_id"].startswith("dsp_")
+        assert {k: dispute[k] for k in ("provider", "provider_dispute_id", "amount")} == {
+            "provider": "stripe",
+            "provider_dispute_id": du,
+            "amount": "10.00",
+        }
+        assert (dispute["currency"], dispute["reason"], dispute["status"]) == (
+            "EUR",
+            "fraudulent",
+            "needs_response",
+        )
+        assert dispute["evidence_due_by"] == "2025-12-11T23:59:59Z"  # due_by 1765497599
+        assert dispute["closed_at"] is None
+        (message,) = await outbox_bodies(world, pid, "payment.disputed")
+        assert {k: message[k] for k in ("payment_id", "order_id", "dispute_id", "status")} == {
+            "payment_id": pid,
+            "order_id": pay["order_id"],
+            "dispute_id": dispute["dispute_id"],
+            "status": "needs_response",
+        }
+        assert (message["amount"], message["currency"], message["disputed_amount"]) == (
+            "10.00",
+            "EUR",
+            "10.00",
+        )
+        assert message["provider_dispute_id"] == du
+        assert message["evidence_due_by"] == "2025-12-11T23:59:59Z"
+        assert message["sequence"] == 2  # after payment.succeeded
+        types = [e["event_type"] for e in await events_of(world, pid)]
+        assert types.count("DISPUTE_OPENED") == 1
+
+    async def test_a_redelivery_or_another_event_about_the_same_dispute_opens_no_second(
+        self, world: World
+    ) -> None:
+        pay, du = await self.disputed(world)
+        pid, pi = pay["payment_id"], pay["provider_payment_id"]
+        body = dispute_event("charge.dispute.created", pi, du)
+        assert await delivered(world, body) == "IGNORED"  # a new event id, the same facts
+        again = await deliver(world, body)
+        assert again.json()["duplicate"] is True
+        assert len(await disputes_of(world, pid)) == 1
+        assert (await flows.payment(world.client, pid))["disputed_amount"] == "10.00"
+        assert len(await outbox_bodies(world, pid, "payment.disputed")) == 1
+
+    async def test_updated_moves_it_on_and_a_late_created_is_stale(self, world: World) -> None:
+        pay, du = await self.disputed(world)
+        pid, pi = pay["payment_id"], pay["provider_payment_id"]
+        assert await delivered(world, fixture("charge.dispute.updated", pi=pi, du=du)) == (
+            "PROCESSED"
+        )
+        (dispute,) = await disputes_of(world, pid)
+        assert dispute["status"] == "under_review"
+        late = dispute_event("charge.dispute.created", pi, du)
+        assert await delivered(world, late) == "IGNORED"
+        (dispute,) = await disputes_of(world, pid)
+        assert dispute["status"] == "under_review"
+        events = await events_of(world, pid)
+        types = [e["event_type"] for e in events]
+        assert types.count("DISPUTE_UPDATED") == 1
+        (stale,) = [e for e in events if e["event_type"] == "STALE_SIGNAL_IGNORED"]
+        assert stale["payload"]["signal"] == f"dispute_needs_response:{dispute['dispute_id']}"
+        assert await outbox_bodies(world, pid, "payment.dispute_closed") == []
+
+    async def test_a_lost_dispute_is_no_longer_refundable(self, world: World) -> None:
+        pay, du = await self.disputed(world, amount=400)
+        pid, pi = pay["payment_id"], pay["provider_payment_id"]
+        closed = dispute_event("charge.dispute.closed", pi, du, amount=400)
+        assert await delivered(world, closed) == "PROCESSED"
+        (dispute,) = await disputes_of(world, pid)
+        assert (dispute["status"], dispute["amount"]) == ("lost", "4.00")
+        assert dispute["closed_at"] is not None
+        got = await flows.payment(world.client, pid)
+        assert (got["status"], got["disputed_amount"], got["refunded_amount"]) == (
+            "CAPTURED",
+            "4.00",
+            "0.00",
+        )
+        (message,) = await outbox_bodies(world, pid, "payment.dispute_closed")
+        assert (message["status"], message["amount"]) == ("lost", "4.00")
+        assert (message["disputed_amount"], message["refundable_amount"]) == ("4.00", "6.00")
+        over = await world.client.post(
+            f"/api/v1/payments/{pid}/refund",
+            json={"amount": "6.01"},
+            headers=headers(ADMIN_KEY, new_key()),
+        )
+        assert over.status_code == 409, over.text
+        assert over.json()["code"] == "amount_exceeds_refundable"
+        world.stripe.refund_answer = P.REFUNDED
+        await refund(world, pid, "6.00")  # the rest is
+        got = await flows.payment(world.client, pid)
+        assert got["refunded_amount"] == "6.00"
+
+    async def test_a_won_dispute_gives_the_amount_back(self, world: World) -> None:
+        pay, du = await self.disputed(world)
+        pid, pi = pay["payment_id"], pay["provider_payment_id"]
+        won = dispute_event("charge.dispute.closed", pi, du, status="won")
+        assert await delivered(world, won) == "PROCESSED"
+        (dispute,) = await disputes_of(world, pid)
+        assert dispute["status"] == "won"
+        assert (await flows.payment(world.client, pid))["disputed_amount"] == "0.00"
+        (message,) = await outbox_bodies(world, pid, "payment.dispute_closed")
+        assert (message["status"], message["refundable_amount"]) == ("won", "10.00")
+        lost = dispute_event("charge.dispute.closed", pi, du, status="lost")
+        assert await delivered(world, lost) == "IGNORED"  # closed is closed
+        assert (await disputes_of(world, pid))[0]["status"] == "won"
+        await refund(world, pid, "10.00")
+
+    async def test_closed_before_created_is_one_dispute_that_stays_closed(
+        self, world: World
+    ) -> None:
+        pay = await stripe_payment(world, P.CAPTURED)
+        pid, pi, du = pay["payment_id"], pay["provider_payment_id"], "du_" + secrets.token_hex(8)
+        assert await delivered(world, fixture("charge.dispute.closed", pi=pi, du=du)) == (
+            "PROCESSED"
+        )
+        assert await delivered(world, fixture("charge.dispute.created", pi=pi, du=du)) == (
+            "IGNORED"
+        )
+        (dispute,) = await disputes_of(world, pid)
+        assert dispute["status"] == "lost"
+        assert [m["status"] for m in await outbox_bodies(world, pid, "payment.disputed")] == [
+            "lost"
+        ]
+        assert len(await outbox_bodies(world, pid, "payment.dispute_closed")) == 1
+
+    async def test_a_dispute_before_the_capture_is_known_waits_for_it(self, world: World) -> None:
+        pay = await stripe_payment(world, P.PROCESSING)
+        pi, du = pay["provider_payment_id"], "du_" + secrets.token_hex(8)
+        body = fixture("charge.dispute.created", pi=pi, du=du)
+        await deliver(world, body)
+        await process(world.container)
+        (row,) = await stored(world.container, event_id(body))
+        assert row.status == "FAILED"  # retried with backoff, not dropped
+        assert "no captured money" in row.last_error
+        assert await disputes_of(world, pay["payment_id"]) == []
+
+
 # -- every other type, and the signatures ------------------------------------------------------
 
 
@@ -416,7 +602,7 @@ class TestInbox:
 
     async def test_a_fixture_exists_for_every_handled_type(self) -> None:
         recorded = {p.name.removesuffix(".json") for p in FIXTURES.glob("*.json")}
-        assert recorded >= HANDLED_TYPES - {"charge.dispute.created"}
+        assert recorded >= HANDLED_TYPES
         assert recorded - HANDLED_TYPES == {"customer.created"}
         for name in recorded:
             event = json.loads((FIXTURES / f"{name}.json").read_text())
@@ -515,6 +701,52 @@ class TestParsing:
         assert (signal.provider_refund_id, signal.idempotency_key) == ("re_1", "k")
         assert signal.about_refund
         assert signal.failure_code == (status if kind is P.FAILED else None)
+
+    @pytest.mark.parametrize(
+        ("stripe_status", "ours"),
+        [
+            ("warning_needs_response", "needs_response"),
+            ("needs_response", "needs_response"),
+            ("warning_under_review", "under_review"),
+            ("under_review", "under_review"),
+            ("warning_closed", "won"),
+            ("charge_refunded", "won"),
+            ("prevented", "won"),
+            ("won", "won"),
+            ("lost", "lost"),
+        ],
+    )
+    def test_a_disputes_status(self, stripe_status: str, ours: str) -> None:
+        body = edited(
+            fixture("charge.dispute.updated", pi="pi_1", du="du_1"),
+            lambda e: e["data"]["object"].update(status=stripe_status),
+        )
+        signal = self.parse(body)
+        assert (signal.kind, signal.provider_payment_id) == (P.DISPUTED, "pi_1")
+        assert signal.amount == Money(1000, "EUR")
+        assert (signal.dispute.reference, signal.dispute.status) == ("du_1", ours)
+        assert signal.dispute.reason == "fraudulent"
+
+    def test_a_dispute_found_through_its_expanded_charge(self) -> None:
+        def expand(event: dict[str, Any]) -> None:
+            dispute = event["data"]["object"]
+            dispute["charge"] = {"id": "ch_1", "payment_intent": dispute.pop("payment_intent")}
+            dispute["evidence_details"]["due_by"] = 0  # no evidence taken
+
+        signal = self.parse(edited(fixture("charge.dispute.created", pi="pi_7"), expand))
+        assert signal.provider_payment_id == "pi_7"
+        assert signal.dispute.evidence_due_by is None
+
+    @pytest.mark.parametrize(
+        "change",
+        [{"payment_intent": None}, {"status": "escalated"}, {"amount": 0}, {"id": None}],
+    )
+    def test_a_dispute_we_cannot_place_is_malformed(self, change: dict[str, Any]) -> None:
+        body = edited(
+            fixture("charge.dispute.created"), lambda e: e["data"]["object"].update(change)
+        )
+        with pytest.raises(MalformedEvent):
+            self.parse(body)
 
     def test_a_refund_of_no_payment_intent_is_none_of_ours(self) -> None:
         body = edited(

@@ -107,7 +107,32 @@ def _facts(event: ev.Published) -> tuple[str, dict[str, Any]]:
                 "amount": event.amount.format(),
                 "currency": event.amount.currency,
             }
+        case ev.PaymentDisputed():
+            return "payment.disputed", {
+                **_dispute(event.dispute),
+                "evidence_due_by": rfc3339(event.dispute.evidence_due_by)
+                if event.dispute.evidence_due_by
+                else None,
+                "disputed_amount": event.disputed_amount.format(),
+            }
+        case ev.PaymentDisputeClosed():
+            return "payment.dispute_closed", {
+                **_dispute(event.dispute),
+                "disputed_amount": event.disputed_amount.format(),
+                "refundable_amount": event.refundable_amount.format(),
+            }
     raise TypeError(f"no message is defined for {type(event).__name__}")
+
+
+def _dispute(dispute: ev.DisputeFacts) -> dict[str, Any]:
+    return {
+        "dispute_id": dispute.dispute_id,
+        "provider_dispute_id": dispute.provider_dispute_id,
+        "amount": dispute.amount.format(),
+        "currency": dispute.amount.currency,
+        "reason": dispute.reason,
+        "status": dispute.status,
+    }
 
 
 def api_body(event: ev.Published) -> tuple[str, dict[str, Any]]:

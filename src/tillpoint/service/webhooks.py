@@ -38,6 +38,7 @@ from tillpoint.domain.payment import (
     RefundStatus,
 )
 from tillpoint.service.context import Deps
+from tillpoint.service.disputes import apply_dispute
 from tillpoint.service.outcomes import apply_outcome
 from tillpoint.service.ports import (
     CLAIMABLE,
@@ -276,7 +277,10 @@ async def _apply(
         provider_event_type=event.event_type,
         signal=signal.kind.value,
     )
-    if signal.kind is ProviderStatus.DISPUTED:
+    if signal.dispute is not None:
+        changed = await _apply_dispute(uow, payment, signal, deps=deps)
+        return WebhookStatus.PROCESSED if changed else WebhookStatus.IGNORED
+    if signal.kind is ProviderStatus.DISPUTED:  # a provider that names no dispute: noted only
         log.warning("payment.disputed", payment_id=payment.id, order_id=payment.order_id)
         await uow.payments.save(payment)
         return WebhookStatus.PROCESSED
@@ -285,6 +289,33 @@ async def _apply(
     else:
         changed = (await _apply_payment_signal(uow, payment, signal, deps=deps)).moved
     return WebhookStatus.PROCESSED if changed else WebhookStatus.IGNORED
+
+
+async def _apply_dispute(uow: UnitOfWork, payment: Payment, signal: Signal, *, deps: Deps) -> bool:
+    """Open, update or close the dispute the signal is about; returns whether anything
+    changed (a repeated or stale report changes nothing)."""
+    assert signal.dispute is not None
+    notice = signal.dispute
+    if signal.amount is None:
+        raise MalformedEvent(f"dispute {notice.reference} names no amount")
+    if signal.amount.currency != payment.amount.currency:
+        raise MalformedEvent(
+            f"dispute in {signal.amount.currency} for a payment in {payment.amount.currency}"
+        )
+    if signal.amount.minor <= 0:
+        raise MalformedEvent(f"dispute {notice.reference} of {signal.amount.format()}")
+    recorded = await apply_dispute(
+        uow,
+        payment,
+        reference=notice.reference,
+        amount_minor=signal.amount.minor,
+        reason=notice.reason,
+        status=notice.status,
+        evidence_due_by=notice.evidence_due_by,
+        deps=deps,
+        source=WEBHOOK.source,
+    )
+    return recorded.changed
 
 
 def _outcome(payment: Payment, signal: Signal) -> Outcome:

@@ -1,6 +1,7 @@
 """Every table, as SQLAlchemy Core. Alembic migrations are written against this metadata.
 
-Amount invariants (`refunded ≤ captured ≤ authorized ≤ amount`) are check constraints, and one
+Amount invariants (`refunded + refund pending + lost to disputes ≤ captured ≤ authorized ≤ amount`,
+`lost ≤ disputed ≤ captured`) are check constraints, and one
 active payment per order is a partial unique index: the database refuses what the code must
 never do, even from parallel processes.
 """
@@ -154,6 +155,9 @@ payments = sa.Table(
     sa.Column("captured_minor", Money, nullable=False, server_default="0"),
     sa.Column("refunded_minor", Money, nullable=False, server_default="0"),
     sa.Column("refund_pending_minor", Money, nullable=False, server_default="0"),
+    # Under open disputes or lost to closed ones, and of that the lost part (Payment.refundable).
+    sa.Column("disputed_minor", Money, nullable=False, server_default="0"),
+    sa.Column("dispute_lost_minor", Money, nullable=False, server_default="0"),
     sa.Column("failure_code", sa.String(64)),
     sa.Column("failure_message", sa.String(500)),
     sa.Column("next_action", sa.JSON),
@@ -173,6 +177,15 @@ payments = sa.Table(
         "refunded_minor >= 0 AND refund_pending_minor >= 0 "
         "AND refunded_minor + refund_pending_minor <= captured_minor",
         name="refunded_le_captured",
+    ),
+    sa.CheckConstraint(
+        "refunded_minor + refund_pending_minor + dispute_lost_minor <= captured_minor",
+        name="refunded_and_lost_le_captured",
+    ),
+    sa.CheckConstraint(
+        "dispute_lost_minor >= 0 AND dispute_lost_minor <= disputed_minor "
+        "AND disputed_minor <= captured_minor",
+        name="disputed_le_captured",
     ),
     sa.Index("ix_payments_created", "created_at", "payment_id"),
     sa.Index("ix_payments_provider_ref", "provider", "provider_payment_id"),
@@ -259,6 +272,34 @@ refunds = sa.Table(
     _ts("created_at"),
     _ts("processed_at", nullable=True),
     sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+)
+
+# Chargebacks. `dispute_id` is ours (`dsp_…`); the provider's id is unique per provider, so a
+# repeated or reordered report updates its dispute and never adds a second one.
+disputes = sa.Table(
+    "disputes",
+    metadata,
+    sa.Column("dispute_id", sa.String(40), primary_key=True),
+    sa.Column(
+        "payment_id",
+        sa.String(40),
+        sa.ForeignKey("payments.payment_id"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("provider_dispute_id", sa.String(128), nullable=False),
+    sa.Column("amount_minor", Money, nullable=False),
+    sa.Column("currency", sa.String(3), nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    _ts("evidence_due_by", nullable=True),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("closed_at", nullable=True),
+    sa.CheckConstraint("amount_minor > 0", name="amount_positive"),
+    sa.UniqueConstraint("provider", "provider_dispute_id", name="uq_disputes_provider_dispute"),
+    sa.Index("ix_disputes_status", "status", "dispute_id"),
 )
 
 outbox = sa.Table(

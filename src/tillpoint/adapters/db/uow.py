@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tillpoint.adapters.db.errors import translate
 from tillpoint.adapters.db.inbox import SqlInbox
 from tillpoint.adapters.db.outbox import SqlOutbox
+from tillpoint.adapters.db.repositories.disputes import SqlDisputes
 from tillpoint.adapters.db.repositories.operations import SqlOperations
 from tillpoint.adapters.db.repositories.orders import SqlOrders
 from tillpoint.adapters.db.repositories.payments import SqlPayments
@@ -20,6 +21,7 @@ from tillpoint.adapters.db.repositories.snapshots import SqlSnapshots
 from tillpoint.adapters.db.webhooks import SqlWebhookEvents
 from tillpoint.service.messages import EventDialect
 from tillpoint.service.ports import (
+    DisputeRepository,
     InboxRepository,
     OperationRepository,
     OrderRepository,
@@ -38,6 +40,7 @@ class SqlUnitOfWork:
     payments: PaymentRepository
     operations: OperationRepository
     refunds: RefundRepository
+    disputes: DisputeRepository
     snapshots: SnapshotRepository
     reconciliations: ReconciliationRepository
     outbox: OutboxRepository
@@ -66,6 +69,7 @@ class SqlUnitOfWork:
         self.payments = SqlPayments(self._conn, dialect=self._dialect)
         self.operations = SqlOperations(self._conn)
         self.refunds = SqlRefunds(self._conn)
+        self.disputes = SqlDisputes(self._conn)
         self.snapshots = SqlSnapshots(self._conn)
         self.reconciliations = SqlReconciliations(self._conn)
         self.outbox = SqlOutbox(self._conn)

@@ -15,7 +15,9 @@ What each handled type becomes:
   the refund's state, with Stripe's refund id and the idempotency key we sent in its metadata, so
   the service finds our refund even when our own call never learned Stripe's id. A charge that
   lists no refunds (API versions from 2022-11-15 leave the list out) says nothing to act on.
-* `charge.dispute.created`: a chargeback.
+* `charge.dispute.created` / `.updated` / `.closed` (a dispute object): the chargeback, found by
+  its `payment_intent` (or the expanded `charge`'s), with Stripe's dispute id, reason, evidence
+  deadline and status mapped to ours (`DISPUTE_STATUSES`).
 * Anything else: no signal (stored and IGNORED).
 """
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import stripe
@@ -32,9 +35,10 @@ from tillpoint.adapters.stripe_codes import our_code, our_next_action
 from tillpoint.adapters.webhooks import redact
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money, exponent_of
-from tillpoint.domain.payment import ProviderStatus
+from tillpoint.domain.payment import DisputeStatus, ProviderStatus
 from tillpoint.service.ports import (
     MAX_FAILURE_MESSAGE,
+    DisputeNotice,
     InvalidSignature,
     MalformedEvent,
     ParsedEvent,
@@ -71,8 +75,28 @@ REFUND_KINDS: Final[Mapping[str, ProviderStatus]] = {
     "failed": ProviderStatus.FAILED,
     "canceled": ProviderStatus.FAILED,
 }
+DISPUTE_EVENTS: Final = frozenset(
+    {"charge.dispute.created", "charge.dispute.updated", "charge.dispute.closed"}
+)
+# A dispute's `status`. The `warning_*` ones are inquiries (a retrieval request or an early
+# fraud warning): no money has moved yet, but one may become a chargeback, so it is held the
+# same way, and an inquiry that closes without one (`warning_closed`) gives it back like a won
+# dispute. `charge_refunded` ends a dispute with our refund, which its own `refund.*` events
+# count: the dispute itself takes nothing, so it closes as won; likewise `prevented`.
+D = DisputeStatus
+DISPUTE_STATUSES: Final[Mapping[str, DisputeStatus]] = {
+    "warning_needs_response": D.NEEDS_RESPONSE,
+    "warning_under_review": D.UNDER_REVIEW,
+    "warning_closed": D.WON,
+    "needs_response": D.NEEDS_RESPONSE,
+    "under_review": D.UNDER_REVIEW,
+    "won": D.WON,
+    "lost": D.LOST,
+    "charge_refunded": D.WON,
+    "prevented": D.WON,
+}
 HANDLED_TYPES: Final = frozenset(
-    {*INTENT_KINDS, *REFUND_EVENTS, "charge.refunded", "charge.dispute.created"}
+    {*INTENT_KINDS, *REFUND_EVENTS, "charge.refunded", *DISPUTE_EVENTS}
 )
 
 
@@ -163,14 +187,43 @@ def _signal(event_type: str, obj: Mapping[str, Any]) -> Signal | None:
         return _refund_signal(obj)
     if event_type == "charge.refunded":
         return _charge_refunded(obj)
-    if event_type == "charge.dispute.created":
-        return Signal(
-            kind=ProviderStatus.DISPUTED,
-            provider_payment_id=str(obj["payment_intent"]),
-            amount=_money(obj.get("amount"), obj.get("currency")),
-            failure_code=obj.get("reason"),
-        )
+    if event_type in DISPUTE_EVENTS:
+        return _dispute_signal(obj)
     return None
+
+
+def _dispute_signal(dispute: Mapping[str, Any]) -> Signal:
+    charge = dispute.get("charge")
+    provider_payment_id = _id(dispute.get("payment_intent")) or (
+        _id(charge.get("payment_intent")) if isinstance(charge, Mapping) else None
+    )
+    if provider_payment_id is None:  # a charge made without a PaymentIntent: none of ours
+        raise MalformedEvent("the dispute names no `payment_intent`")
+    reference = _id(dispute.get("id"))
+    if reference is None:
+        raise MalformedEvent("the dispute has no `id`")
+    status = dispute.get("status")
+    ours = DISPUTE_STATUSES.get(status) if isinstance(status, str) else None
+    if ours is None:
+        raise MalformedEvent(f"unknown dispute status {status!r}")
+    amount = _money(dispute.get("amount"), dispute.get("currency"))
+    if amount is None or amount.minor <= 0:
+        raise MalformedEvent("the dispute has no positive `amount` and `currency`")
+    due_by = (dispute.get("evidence_details") or {}).get("due_by")
+    return Signal(
+        kind=ProviderStatus.DISPUTED,
+        provider_payment_id=provider_payment_id,
+        amount=amount,
+        dispute=DisputeNotice(
+            reference=reference,
+            reason=_text(dispute.get("reason")) or "general",
+            status=ours,
+            # 0 or null: the card network takes no evidence for this dispute.
+            evidence_due_by=datetime.fromtimestamp(due_by, UTC)
+            if isinstance(due_by, int) and due_by > 0
+            else None,
+        ),
+    )
 
 
 def _intent_signal(kind: ProviderStatus, intent: Mapping[str, Any]) -> Signal:

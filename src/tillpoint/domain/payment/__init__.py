@@ -1,16 +1,20 @@
-"""The payment: its transition table (`status`), its parts (`records`), what providers say
-(`outcome`), what happened (`events`) and the aggregate that ties them (`aggregate`)."""
+"""The payment: its transition table (`status`), its parts (`records`: operations, refunds,
+disputes), what providers say (`outcome`), what happened (`events`) and the aggregate that ties
+them (`aggregate`)."""
 
 from tillpoint.domain.payment.aggregate import Change, Payment, payment_of_key
 from tillpoint.domain.payment.outcome import NoAnswer, Outcome, ProviderStatus, Silence
-from tillpoint.domain.payment.records import Operation, PaymentMethod, Refund
+from tillpoint.domain.payment.records import Dispute, Operation, PaymentMethod, Refund
 from tillpoint.domain.payment.status import (
     ACTIVE,
+    CLOSED_DISPUTE,
+    DISPUTE_STAGE,
     NEXT,
     NOT_YET_AUTHORIZED,
     OPEN_OPERATION,
     PAYMENT_OPERATIONS,
     CaptureMethod,
+    DisputeStatus,
     OperationKind,
     OperationStatus,
     PaymentStatus,
@@ -20,12 +24,16 @@ from tillpoint.domain.payment.status import (
 
 __all__ = [
     "ACTIVE",
+    "CLOSED_DISPUTE",
+    "DISPUTE_STAGE",
     "NEXT",
     "NOT_YET_AUTHORIZED",
     "OPEN_OPERATION",
     "PAYMENT_OPERATIONS",
     "CaptureMethod",
     "Change",
+    "Dispute",
+    "DisputeStatus",
     "NoAnswer",
     "Operation",
     "OperationKind",

@@ -26,12 +26,14 @@ from tillpoint.domain.mock_cards import check_test_card
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import events as ev
 from tillpoint.domain.payment.outcome import NoAnswer, Outcome, ProviderStatus, Silence
-from tillpoint.domain.payment.records import Operation, PaymentMethod, Refund
+from tillpoint.domain.payment.records import Dispute, Operation, PaymentMethod, Refund
 from tillpoint.domain.payment.status import (
     ACTIVE,
+    DISPUTE_STAGE,
     NOT_YET_AUTHORIZED,
     PAYMENT_OPERATIONS,
     CaptureMethod,
+    DisputeStatus,
     OperationKind,
     OperationStatus,
     PaymentStatus,
@@ -74,6 +76,10 @@ class Payment:
     captured_minor: int = 0
     refunded_minor: int = 0
     refund_pending_minor: int = 0
+    # Under open disputes or lost to closed ones (a won dispute gives its amount back), and of
+    # that the lost part, which is no longer refundable.
+    disputed_minor: int = 0
+    dispute_lost_minor: int = 0
     failure_code: str | None = None
     failure_message: str | None = None
     next_action: Mapping[str, Any] | None = None
@@ -138,7 +144,9 @@ class Payment:
 
     @property
     def refundable(self) -> Money:
-        return self.money(self.captured_minor - self.refunded_minor - self.refund_pending_minor)
+        """Captured, less what was refunded, is being refunded, or was lost to a chargeback."""
+        taken = self.refunded_minor + self.refund_pending_minor + self.dispute_lost_minor
+        return self.money(self.captured_minor - taken)
 
     # -- commands: each begins a PENDING provider operation -------------------------------------
 
@@ -591,6 +599,159 @@ class Payment:
             source=source,
         )
 
+    # -- disputes (chargebacks): money, never the payment's status -------------------------------
+
+    def record_dispute(
+        self,
+        known: Dispute | None,
+        *,
+        reference: str,
+        amount: Money,
+        reason: str,
+        status: DisputeStatus,
+        evidence_due_by: datetime | None,
+        now: datetime,
+        source: str,
+    ) -> Dispute | None:
+        """Apply what the provider reports about one of its disputes (`reference`) on this
+        payment; `known` is our record of that dispute, if any. Returns the dispute to store
+        when it was opened or changed, None when the report changed nothing.
+
+        Forward-only like the payment: `needs_response → under_review → won | lost`. A report
+        of an earlier stage, or of another ending for a closed dispute, is a recorded stale
+        signal; the same report again is a silent no-op (reconciliation reports every open
+        dispute on each pass). Opening adds the amount to `disputed_minor`; losing moves it to
+        `dispute_lost_minor`, which `refundable` subtracts; winning gives it back.
+        """
+        if amount.currency != self.amount.currency:
+            raise ValueError(
+                f"a dispute in {amount.currency} on a payment in {self.amount.currency}"
+            )
+        if status is DisputeStatus.LOST and (known is None or known.open):
+            self._check_loss(amount)  # before anything changes
+        if known is None:
+            return self._open_dispute(
+                reference, amount, reason, status, evidence_due_by, now, source
+            )
+        dispute = known
+        if DISPUTE_STAGE[status] < DISPUTE_STAGE[dispute.status] or (
+            not dispute.open and status is not dispute.status
+        ):
+            self.ignore_stale(f"dispute_{status.value}:{dispute.id}", now, source)
+            return None
+        if not dispute.open:
+            return None  # closed as reported: nothing more can change
+        unchanged = (status, amount, evidence_due_by) == (
+            dispute.status,
+            dispute.amount,
+            dispute.evidence_due_by,
+        ) and reason == dispute.reason
+        if unchanged:
+            return None
+        if amount != dispute.amount:
+            self._hold_for_dispute(amount.minor - dispute.amount.minor)
+            dispute.amount = amount
+        dispute.reason, dispute.evidence_due_by, dispute.updated_at = reason, evidence_due_by, now
+        self.updated_at = now
+        if status is DisputeStatus.WON or status is DisputeStatus.LOST:
+            self._close_dispute(dispute, status, now, source)
+        else:
+            dispute.status = status
+            self._record(
+                ev.DisputeUpdated,
+                now,
+                dispute=_facts(dispute),
+                disputed_amount=self.money(self.disputed_minor),
+                source=source,
+            )
+        return dispute
+
+    def _open_dispute(
+        self,
+        reference: str,
+        amount: Money,
+        reason: str,
+        status: DisputeStatus,
+        evidence_due_by: datetime | None,
+        now: datetime,
+        source: str,
+    ) -> Dispute:
+        if self.captured_minor == 0:
+            # Nothing was taken yet as far as we know: the capture's own signal is still on its
+            # way. Refused, so the report is tried again once it has arrived.
+            raise InvalidStateTransition(
+                f"payment {self.id} is {self.status}: no captured money to dispute",
+                payment_id=self.id,
+            )
+        if amount.minor <= 0:
+            raise ValueError(f"a dispute of {amount.format()}")
+        self._hold_for_dispute(amount.minor)
+        dispute = Dispute(
+            id=new_id("dsp"),
+            payment_id=self.id,
+            provider=self.provider,
+            provider_dispute_id=reference,
+            amount=amount,
+            reason=reason,
+            status=status,  # as first reported (a dispute first heard of once it ended: closed)
+            evidence_due_by=evidence_due_by,
+            created_at=now,
+            updated_at=now,
+        )
+        self.updated_at = now
+        self._record(
+            ev.PaymentDisputed,
+            now,
+            dispute=_facts(dispute),
+            disputed_amount=self.money(self.disputed_minor),
+            source=source,
+        )
+        if status is DisputeStatus.WON or status is DisputeStatus.LOST:
+            self._close_dispute(dispute, status, now, source)
+        return dispute
+
+    def _check_loss(self, amount: Money) -> None:
+        if amount > self.refundable:
+            # Refunded (or being refunded) already: the provider cannot have taken it twice.
+            # Refused, so it is tried again once a pending refund has settled.
+            raise AmountExceedsRefundable(
+                f"a lost dispute of {amount.format()}: only {self.refundable.format()} of "
+                f"payment {self.id} is not refunded",
+                payment_id=self.id,
+            )
+
+    def _hold_for_dispute(self, minor: int) -> None:
+        if self.disputed_minor + minor > self.captured_minor:
+            raise AmountExceedsRefundable(
+                f"disputes of {self.money(self.disputed_minor + minor).format()} on a payment "
+                f"that captured {self.money(self.captured_minor).format()}",
+                payment_id=self.id,
+            )
+        if self.disputed_minor + minor < self.dispute_lost_minor:
+            raise AmountExceedsRefundable(
+                f"payment {self.id}: an open dispute cannot shrink below what was lost",
+                payment_id=self.id,
+            )
+        self.disputed_minor += minor
+
+    def _close_dispute(
+        self, dispute: Dispute, status: DisputeStatus, now: datetime, source: str
+    ) -> None:
+        if status is DisputeStatus.LOST:
+            self.dispute_lost_minor += dispute.amount.minor
+        else:
+            self.disputed_minor -= dispute.amount.minor
+        dispute.status = status
+        dispute.closed_at = dispute.updated_at = self.updated_at = now
+        self._record(
+            ev.PaymentDisputeClosed,
+            now,
+            dispute=_facts(dispute),
+            disputed_amount=self.money(self.disputed_minor),
+            refundable_amount=self.refundable,
+            source=source,
+        )
+
     # -- notes that change no state -------------------------------------------------------------
 
     def webhook_received(
@@ -649,9 +810,23 @@ class Payment:
         return events
 
     def check_invariants(self) -> None:
-        """`refunded ≤ captured ≤ authorized ≤ amount`, also enforced by database checks."""
-        assert 0 <= self.refunded_minor + self.refund_pending_minor <= self.captured_minor
+        """`refunded + pending + lost ≤ captured ≤ authorized ≤ amount` and `lost ≤ disputed ≤
+        captured`, also enforced by database checks."""
+        taken = self.refunded_minor + self.refund_pending_minor + self.dispute_lost_minor
+        assert 0 <= self.refunded_minor + self.refund_pending_minor <= taken <= self.captured_minor
+        assert 0 <= self.dispute_lost_minor <= self.disputed_minor <= self.captured_minor
         assert self.captured_minor <= self.authorized_minor <= self.amount.minor
+
+
+def _facts(dispute: Dispute) -> ev.DisputeFacts:
+    return ev.DisputeFacts(
+        dispute_id=dispute.id,
+        provider_dispute_id=dispute.provider_dispute_id,
+        amount=dispute.amount,
+        reason=dispute.reason,
+        status=dispute.status.value,
+        evidence_due_by=dispute.evidence_due_by,
+    )
 
 
 def payment_of_key(idempotency_key: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment.status import PaymentStatus
+from tillpoint.domain.timestamps import rfc3339
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -233,6 +234,82 @@ class Reconciled(PaymentEvent):
             "transaction_id": self.transaction_id,
             "provider_status": self.provider_status,
             "operation": self.operation,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisputeFacts:
+    """What a dispute event says about its dispute, as it stood once the event happened."""
+
+    dispute_id: str
+    provider_dispute_id: str
+    amount: Money
+    reason: str
+    status: str  # the dispute's own: needs_response, under_review, won, lost
+    evidence_due_by: datetime | None
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "dispute_id": self.dispute_id,
+            "provider_dispute_id": self.provider_dispute_id,
+            "amount": self.amount.format(),
+            "reason": self.reason,
+            "dispute_status": self.status,
+            "evidence_due_by": rfc3339(self.evidence_due_by) if self.evidence_due_by else None,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentDisputed(Published):
+    """A chargeback was opened (published as `payment.disputed`)."""
+
+    type = "DISPUTE_OPENED"
+    dispute: DisputeFacts
+    disputed_amount: Money  # the payment's, with this dispute
+    source: str
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **self.dispute.payload(),
+            "disputed_amount": self.disputed_amount.format(),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisputeUpdated(PaymentEvent):
+    """An open dispute moved on (under review, a new deadline or amount): audit trail only."""
+
+    type = "DISPUTE_UPDATED"
+    dispute: DisputeFacts
+    disputed_amount: Money
+    source: str
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **self.dispute.payload(),
+            "disputed_amount": self.disputed_amount.format(),
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentDisputeClosed(Published):
+    """A dispute was won or lost (published as `payment.dispute_closed`). A lost one's amount
+    is no longer refundable: `refundable_amount` is what is, once this happened."""
+
+    type = "DISPUTE_CLOSED"
+    dispute: DisputeFacts
+    disputed_amount: Money
+    refundable_amount: Money
+    source: str
+
+    def details(self) -> dict[str, Any]:
+        return {
+            **self.dispute.payload(),
+            "disputed_amount": self.disputed_amount.format(),
+            "refundable_amount": self.refundable_amount.format(),
+            "source": self.source,
         }
 
 

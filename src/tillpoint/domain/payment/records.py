@@ -1,4 +1,5 @@
-"""The payment's parts: its method, its provider operations (the ledger) and its refunds."""
+"""The payment's parts: its method, its provider operations (the ledger), its refunds and its
+disputes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Any
 
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment.status import (
+    CLOSED_DISPUTE,
     OPEN_OPERATION,
+    DisputeStatus,
     OperationKind,
     OperationStatus,
     RefundStatus,
@@ -132,3 +135,28 @@ class Refund:
     created_at: datetime
     provider_refund_id: str | None = None
     processed_at: datetime | None = None
+
+
+@dataclass(slots=True)
+class Dispute:
+    """A chargeback on a payment, as its provider reports it (a webhook, or reconciliation).
+
+    `id` is ours (`dsp_…`); `provider_dispute_id` is the provider's (Stripe's `du_…`/`dp_…`),
+    unique per provider, so a report about a dispute we know updates it, never adds another.
+    The payment keeps the money side (`Payment.disputed_minor`, `dispute_lost_minor`)."""
+
+    id: str
+    payment_id: str
+    provider: str
+    provider_dispute_id: str
+    amount: Money
+    reason: str
+    status: DisputeStatus
+    evidence_due_by: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    closed_at: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.status not in CLOSED_DISPUTE

@@ -76,3 +76,24 @@ class RefundStatus(StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+
+
+class DisputeStatus(StrEnum):
+    """A chargeback's stage, in our words (each provider's statuses are mapped to these)."""
+
+    NEEDS_RESPONSE = "needs_response"
+    UNDER_REVIEW = "under_review"
+    WON = "won"
+    LOST = "lost"
+
+
+D = DisputeStatus
+# How far a dispute has got: a report of an earlier stage than the one recorded is stale. `won`
+# and `lost` are both last, and final: once closed, a dispute never changes again.
+DISPUTE_STAGE: Final[Mapping[DisputeStatus, int]] = {
+    D.NEEDS_RESPONSE: 0,
+    D.UNDER_REVIEW: 1,
+    D.WON: 2,
+    D.LOST: 2,
+}
+CLOSED_DISPUTE: Final = frozenset({D.WON, D.LOST})

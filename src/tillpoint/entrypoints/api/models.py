@@ -93,6 +93,10 @@ class PaymentOut(Out):
     authorized_amount: str = Amount
     captured_amount: str = Amount
     refunded_amount: str = Amount
+    disputed_amount: str = Field(
+        description="held by open disputes (chargebacks) or lost to closed ones; a won dispute "
+        "gives its amount back. What was lost is no longer refundable"
+    )
     failure_code: str | None
     failure_message: str | None
     next_action: dict[str, Any] | None
@@ -125,6 +129,26 @@ class RefundOut(Out):
     provider_refund_id: str | None
     created_at: str = Timestamp
     processed_at: str | None
+
+
+class DisputeOut(Out):
+    dispute_id: str = Field(description="ours, `dsp_…`")
+    payment_id: str
+    provider: str
+    provider_dispute_id: str = Field(description="the provider's id of the dispute")
+    amount: str = Amount
+    currency: str
+    reason: str = Field(description="the provider's reason (Stripe's: `fraudulent`, …)")
+    status: Literal["needs_response", "under_review", "won", "lost"]
+    evidence_due_by: str | None = Field(description="RFC 3339, UTC; null when none is taken")
+    created_at: str = Timestamp
+    updated_at: str = Timestamp
+    closed_at: str | None
+
+
+class DisputePage(Out):
+    data: list[DisputeOut] = Field(description="newest first")
+    next_cursor: str | None
 
 
 class TransactionOut(Out):

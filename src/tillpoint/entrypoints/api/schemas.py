@@ -39,7 +39,14 @@ from tillpoint.domain.cards import (
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT_TEXT, Money
 from tillpoint.domain.order import ORDER_ID_PATTERN, HistoryEntry, Order
-from tillpoint.domain.payment import Operation, Payment, PaymentMethod, PaymentStatus, Refund
+from tillpoint.domain.payment import (
+    Dispute,
+    Operation,
+    Payment,
+    PaymentMethod,
+    PaymentStatus,
+    Refund,
+)
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.domain.timestamps import rfc3339
 from tillpoint.service.ports import StoredEvent
@@ -373,6 +380,7 @@ def payment_json(p: Payment, client_secret: str | None = None) -> dict[str, Any]
         "authorized_amount": money(p.authorized_minor).format(),
         "captured_amount": money(p.captured_minor).format(),
         "refunded_amount": money(p.refunded_minor).format(),
+        "disputed_amount": money(p.disputed_minor).format(),
         "failure_code": p.failure_code,
         "failure_message": p.failure_message,
         "next_action": dict(p.next_action) if p.next_action else None,
@@ -394,6 +402,23 @@ def refund_json(r: Refund) -> dict[str, Any]:
         "provider_refund_id": r.provider_refund_id,
         "created_at": rfc3339(r.created_at),
         "processed_at": rfc3339(r.processed_at) if r.processed_at else None,
+    }
+
+
+def dispute_json(d: Dispute) -> dict[str, Any]:
+    return {
+        "dispute_id": d.id,
+        "payment_id": d.payment_id,
+        "provider": d.provider,
+        "provider_dispute_id": d.provider_dispute_id,
+        "amount": d.amount.format(),
+        "currency": d.amount.currency,
+        "reason": d.reason,
+        "status": d.status.value,
+        "evidence_due_by": rfc3339(d.evidence_due_by) if d.evidence_due_by else None,
+        "created_at": rfc3339(d.created_at),
+        "updated_at": rfc3339(d.updated_at),
+        "closed_at": rfc3339(d.closed_at) if d.closed_at else None,
     }
 
 

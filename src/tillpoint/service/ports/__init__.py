@@ -2,7 +2,7 @@
 inheriting. Open the module for the boundary you need:
 
 - `storage`: the unit of work and its repositories (orders, payments, operations, refunds,
-  snapshots, reconciliations, outbox, inbox, webhooks);
+  disputes, snapshots, reconciliations, outbox, inbox, webhooks);
 - `providers`: payment providers (the mock gateway, Stripe, …);
 - `webhooks`: provider webhook verifiers and the inbox rows;
 - `messaging`: the broker the outbox relay publishes to;
@@ -42,6 +42,8 @@ from tillpoint.service.ports.providers import (
     ProviderUnavailable,
 )
 from tillpoint.service.ports.storage import (
+    DisputeFilter,
+    DisputeRepository,
     InboxEntry,
     InboxRepository,
     Ledger,
@@ -65,6 +67,7 @@ from tillpoint.service.ports.webhooks import (
     MAX_FAILURE_CODE,
     MAX_FAILURE_MESSAGE,
     MAX_PROVIDER_ID,
+    DisputeNotice,
     InvalidSignature,
     MalformedEvent,
     ParsedEvent,
@@ -89,6 +92,9 @@ __all__ = [
     "Claim",
     "ClaimOutcome",
     "Clock",
+    "DisputeFilter",
+    "DisputeNotice",
+    "DisputeRepository",
     "IdempotencyStore",
     "InboxEntry",
     "InboxRepository",

@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from tillpoint.domain.order import HistoryEntry, Order
-from tillpoint.domain.payment import Operation, Payment, Refund
+from tillpoint.domain.payment import Dispute, Operation, Payment, Refund
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.service.ports.messaging import OutboxMessage
 from tillpoint.service.ports.webhooks import WebhookRepository
@@ -31,6 +31,12 @@ class PaymentFilter:
     created_from: datetime | None = None
     created_to: datetime | None = None
     buyer_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeFilter:
+    status: str | None = None
+    payment_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,18 @@ class RefundRepository(Protocol):
     async def save(self, refund: Refund) -> None: ...
     async def get(self, refund_id: str) -> Refund | None: ...
     async def for_payment(self, payment_id: str) -> list[Refund]: ...
+
+
+class DisputeRepository(Protocol):
+    async def add(self, dispute: Dispute) -> None: ...
+    async def save(self, dispute: Dispute) -> None: ...
+    async def by_provider_id(self, provider: str, provider_dispute_id: str) -> Dispute | None: ...
+    async def for_payment(self, payment_id: str) -> list[Dispute]: ...
+    async def page(
+        self, filters: DisputeFilter, limit: int, cursor: str | None
+    ) -> tuple[list[Dispute], str | None]:
+        """Newest first; `cursor` is the last `dispute_id` of the previous page."""
+        ...
 
 
 class SnapshotRepository(Protocol):
@@ -156,6 +174,7 @@ class UnitOfWork(Protocol):
     payments: PaymentRepository
     operations: OperationRepository
     refunds: RefundRepository
+    disputes: DisputeRepository
     snapshots: SnapshotRepository
     reconciliations: ReconciliationRepository
     outbox: OutboxRepository

@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tillpoint.domain.money import Money
-from tillpoint.domain.payment import ProviderStatus
+from tillpoint.domain.payment import DisputeStatus, ProviderStatus
 
 
 class WebhookStatus(StrEnum):
@@ -83,12 +83,29 @@ def event_identity(provider_event_id: object, event_type: object) -> tuple[str, 
 
 
 @dataclass(frozen=True, slots=True)
+class DisputeNotice:
+    """What a dispute event says about the dispute (its amount is the signal's `amount`): the
+    same facts reconciliation reads from a provider's `ProviderDispute`, so both go through
+    `service/disputes.py` alike."""
+
+    reference: str  # the provider's dispute id
+    reason: str
+    status: DisputeStatus
+    evidence_due_by: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _checked_text("dispute id", self.reference, MAX_PROVIDER_ID, optional=False)
+        _checked_text("dispute reason", self.reason, MAX_FAILURE_CODE, optional=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Signal:
     """What a provider event says about one of its payments, or about one of its refunds
     (`about_refund`): then `kind` is the refund's state (PROCESSING while the provider still
     works on it, REFUNDED, FAILED), `provider_refund_id` the provider's id of it and
     `idempotency_key` the provider idempotency key we sent it with, when the provider echoes it
-    (it finds our refund when our own call never learned the provider's id)."""
+    (it finds our refund when our own call never learned the provider's id). A chargeback is
+    `DISPUTED` with its `dispute`."""
 
     kind: ProviderStatus
     provider_payment_id: str
@@ -98,6 +115,7 @@ class Signal:
     provider_refund_id: str | None = None
     next_action: Mapping[str, Any] | None = None
     idempotency_key: str | None = None
+    dispute: DisputeNotice | None = None
 
     def __post_init__(self) -> None:
         _checked_text(
