@@ -251,7 +251,9 @@ class ProviderCall:
 
     id: str
     provider: str
-    operation: str  # authorize | capture | void | refund | get_transaction | client_secret
+    # authorize | capture | void | refund | get_transaction | payment | payments | client_secret
+    # | complete
+    operation: str
     payment_id: str | None
     idempotency_key: str | None
     provider_request_id: str | None
