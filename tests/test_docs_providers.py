@@ -21,6 +21,7 @@ FLAGS = (
     "async_outcomes",
     "three_d_secure",
     "cancel_after_authorization",
+    "lists_payments",
 )
 DECLARED: dict[str, Capabilities] = {"mock": MockGateway.capabilities, "stripe": CAPABILITIES}
 

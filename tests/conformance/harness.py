@@ -1,30 +1,38 @@
 """What the conformance suite needs to know of each adapter, and nothing else: how a storefront
-would name a test card for it, how to read what happened on the provider's side, and how to lose
-a call's answer after the provider acted (a timeout "at the transport").
+would name a test card for it, how to read what happened on the provider's side, how to lose
+a call's answer after the provider acted (a timeout "at the transport"), and how to act at the
+provider behind tillpoint's back, as its dashboard or another integration would (the mock: its
+dashboard; Stripe: the SDK straight at localstripe).
 
 A new adapter (Adyen) joins the suite by adding a `Harness` here; the tests stay as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import AbstractContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import httpx
 import pytest
 import sqlalchemy as sa
+import stripe
 
 from tests.support.localstripe import LocalStripe
 from tillpoint.adapters.db import tables as t
+from tillpoint.adapters.providers.mock import MockGateway
 from tillpoint.adapters.providers.resilient import Resilient
-from tillpoint.adapters.providers.stripe import METADATA_KEY, StripeGateway
+from tillpoint.adapters.providers.stripe import METADATA_KEY, HTTPClient, StripeGateway
 from tillpoint.bootstrap import Container
-from tillpoint.service.ports import PaymentProvider, ProviderTimeout
+from tillpoint.domain.money import Money
+from tillpoint.domain.payment import PaymentMethod
+from tillpoint.service.ports import AuthorizeRequest, PaymentProvider, ProviderTimeout
 
 Card = Literal["success", "decline", "three_d_secure"]
 Operation = Literal["authorize", "capture", "void", "refund"]
+Elsewhere = Literal["refund", "capture", "cancel", "dispute"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,21 @@ class Harness(Protocol):
     def losing_the_answer(
         self, container: Container, monkeypatch: pytest.MonkeyPatch, operation: Operation
     ) -> AbstractContextManager[None]: ...
+
+    async def out_of_band(
+        self,
+        container: Container,
+        provider_payment_id: str,
+        action: Elsewhere,
+        minor: int | None = None,
+    ) -> None:
+        """Act on the payment at the provider, as a support agent in its dashboard would:
+        tillpoint makes no call and hears nothing."""
+        ...
+
+    async def created_out_of_band(self, container: Container, minor: int) -> str:
+        """A sale made at the provider without tillpoint; its provider payment id."""
+        ...
 
 
 def adapter_of(container: Container, name: str) -> PaymentProvider:
@@ -115,6 +138,33 @@ class MockHarness:
             yield
         finally:
             monkeypatch.setattr(mock, operation, act)
+
+    async def out_of_band(
+        self,
+        container: Container,
+        provider_payment_id: str,
+        action: Elsewhere,
+        minor: int | None = None,
+    ) -> None:
+        amount = Money(minor, self.currency).format() if minor is not None else None
+        await container.mock.dashboard(
+            provider_payment_id, action, key=secrets.token_hex(16), amount=amount
+        )
+
+    async def created_out_of_band(self, container: Container, minor: int) -> str:
+        """Another integration's sale on the same mock account: no payment id of ours."""
+        mock = adapter_of(container, self.name)
+        assert isinstance(mock, MockGateway)
+        request = AuthorizeRequest(
+            payment_id="",
+            order_id="elsewhere",
+            amount=Money(minor, self.currency),
+            capture=True,
+            payment_method=PaymentMethod(token="pm_card_visa"),
+        )
+        outcome = await mock.authorize(request, idempotency_key=f"elsewhere:{secrets.token_hex(8)}")
+        assert outcome.provider_payment_id is not None
+        return outcome.provider_payment_id
 
 
 class LosingTransport(httpx.AsyncBaseTransport):
@@ -196,3 +246,58 @@ class StripeHarness:
         finally:
             monkeypatch.setattr(client, "_transport", transport.inner)
         assert transport.lost, f"no {operation} request went to localstripe"
+
+    @asynccontextmanager
+    async def _dashboard(self) -> AsyncIterator[stripe.StripeClient]:
+        """The SDK pointed at localstripe, not through tillpoint: what Stripe's Dashboard (or
+        another integration on the account) does."""
+        http = HTTPClient(timeout=30)
+        try:
+            yield stripe.StripeClient(
+                self.localstripe.api_key,
+                base_addresses={"api": self.localstripe.url},
+                max_network_retries=0,
+                http_client=http,
+            )
+        finally:
+            await http.close_async()  # type: ignore[no-untyped-call]
+
+    async def out_of_band(
+        self,
+        container: Container,
+        provider_payment_id: str,
+        action: Elsewhere,
+        minor: int | None = None,
+    ) -> None:
+        if action == "dispute":  # Stripe: the card network opens it (test card …0259)
+            body: dict[str, Any] = {"payment_intent": provider_payment_id}
+            if minor is not None:
+                body["amount"] = minor
+            async with httpx.AsyncClient(base_url=self.localstripe.url, timeout=30) as http:
+                (await http.post("/_config/disputes", json=body)).raise_for_status()
+            return
+        async with self._dashboard() as client:
+            pis = client.v1.payment_intents
+            if action == "refund":
+                params: dict[str, Any] = {"payment_intent": provider_payment_id}
+                if minor is not None:
+                    params["amount"] = minor
+                await client.v1.refunds.create_async(params)  # type: ignore[arg-type]
+            elif action == "capture":
+                capture = {"amount_to_capture": minor} if minor is not None else {}
+                await pis.capture_async(provider_payment_id, capture)  # type: ignore[arg-type]
+            else:
+                await pis.cancel_async(provider_payment_id)
+
+    async def created_out_of_band(self, container: Container, minor: int) -> str:
+        token = await self.localstripe.payment_method(STRIPE_CARDS["success"])
+        async with self._dashboard() as client:
+            pi = await client.v1.payment_intents.create_async(
+                {
+                    "amount": minor,
+                    "currency": self.currency.lower(),
+                    "payment_method": token,
+                    "confirm": True,
+                }
+            )
+        return str(pi.id)

@@ -41,6 +41,7 @@ from tillpoint.service.ports import (
     Lookup,
     MockControl,
     PaymentProvider,
+    ProviderPayment,
     StoredResponse,
 )
 
@@ -145,6 +146,14 @@ class FaultyProvider:
 
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return await self.inner.get_transaction(lookup)
+
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        return await self.inner.payment(provider_payment_id)  # only reads, as get_transaction
+
+    def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        return self.inner.payments(created_from, created_to)
 
     async def client_secret(
         self, provider_payment_id: str, *, payment_id: str | None = None

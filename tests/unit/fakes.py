@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import itertools
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -58,6 +58,7 @@ from tillpoint.service.ports import (
     PaymentProvider,
     PaymentRepository,
     ProviderCallLog,
+    ProviderPayment,
     ProviderTimeout,
     ReconciliationRepository,
     RefundRepository,
@@ -680,7 +681,8 @@ class FakeProvider:
     """A provider that answers what the test scripted, per operation, in order; unscripted
     calls succeed. Like a real provider it honours idempotency keys: a key it has acted on is
     answered with what it did, whatever is scripted. What it did is in `ledger`, which
-    `get_transaction` reads (a test may write there what the provider "did" out of sight)."""
+    `get_transaction` reads (a test may write there what the provider "did" out of sight).
+    Its whole view of each payment is what a test put in `views` (`payment`, `payments`)."""
 
     def __init__(self, name: str = "fake", capabilities: Capabilities | None = None) -> None:
         self.name = name
@@ -697,6 +699,7 @@ class FakeProvider:
         self.calls: list[ProviderCall] = []
         self.lookups: list[str] = []
         self.ledger: dict[str, Outcome] = {}
+        self.views: dict[str, ProviderPayment] = {}  # provider payment id → its whole view
         self.on_call: Callable[[ProviderCall], None] | None = None
         self._script: dict[Call, deque[Answer]] = {}
         self._lookup_script: deque[Outcome | Exception | None] = deque()
@@ -789,6 +792,16 @@ class FakeProvider:
                 raise answer
             return answer
         return self.ledger.get(idempotency_key)
+
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        return self.views.get(provider_payment_id)
+
+    async def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        for view in sorted(self.views.values(), key=lambda v: v.created_at):
+            if created_from <= view.created_at < created_to:
+                yield view
 
     async def client_secret(
         self, provider_payment_id: str, *, payment_id: str | None = None

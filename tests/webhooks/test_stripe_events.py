@@ -16,6 +16,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from tillpoint.service.ports import (
     Lookup,
     MalformedEvent,
     ProviderError,
+    ProviderPayment,
     ProviderTimeout,
 )
 
@@ -101,6 +103,16 @@ class FakeStripe:
 
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return None
+
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        return None
+
+    async def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        nothing: tuple[ProviderPayment, ...] = ()
+        for view in nothing:
+            yield view
 
     async def client_secret(
         self, provider_payment_id: str, *, payment_id: str | None = None

@@ -10,8 +10,9 @@ import contextlib
 import secrets
 import time as _time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -40,6 +41,7 @@ from tillpoint.service.ports import (
     PaymentProvider,
     ProviderCall,
     ProviderError,
+    ProviderPayment,
     ProviderServerError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -65,6 +67,22 @@ def outcome(
 
 
 DECLINE = outcome(ProviderStatus.FAILED, failure_code="card_declined")
+
+
+def view(provider_payment_id: str, payment_id: str | None = PAYMENT) -> ProviderPayment:
+    return ProviderPayment(
+        provider_payment_id=provider_payment_id,
+        status=ProviderStatus.CAPTURED,
+        currency="EUR",
+        amount_minor=EUR.minor,
+        authorized_minor=0,
+        captured_minor=EUR.minor,
+        refunded_minor=0,
+        created_at=datetime(2026, 12, 1, tzinfo=UTC),
+        payment_id=payment_id,
+    )
+
+
 Answer = Outcome | Exception | str
 
 
@@ -85,6 +103,9 @@ class Scripted:
         self.name = f"scripted_{secrets.token_hex(4)}"  # its own gauge series per test
         self.script: deque[Answer] = deque(answers)
         self.keys: list[str] = []
+        # What `payments` lists, in order; an exception in it is raised there (once).
+        self.listing: list[ProviderPayment | Exception] = []
+        self.listings = 0  # how many times `payments` was started
 
     async def _answer(self, key: str) -> Outcome:
         self.keys.append(key)
@@ -114,6 +135,20 @@ class Scripted:
 
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return await self._answer(lookup.idempotency_key)
+
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        await self._answer(provider_payment_id)
+        return view(provider_payment_id)
+
+    async def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        self.listings += 1
+        for i, item in enumerate(list(self.listing)):
+            if isinstance(item, Exception):
+                self.listing.pop(i)  # a failure happens once
+                raise item
+            yield item
 
     async def client_secret(
         self, provider_payment_id: str, *, payment_id: str | None = None
@@ -550,6 +585,50 @@ class TestMockControl:
             ("complete", "unavailable"),
             ("complete", "CAPTURED"),
         ]
+
+
+class TestProviderViews:
+    async def test_a_payment_s_view_is_retried_and_audited_under_our_payment_id(self) -> None:
+        r = rig(ProviderServerError("503"))
+        found = await r.provider.payment("sp_1")
+        assert found is not None
+        assert found.payment_id == PAYMENT
+        assert r.inner.keys == ["sp_1", "sp_1"]
+        assert [(c.operation, c.outcome, c.payment_id) for c in r.log.rows] == [
+            ("payment", "server_error", None),
+            ("payment", "CAPTURED", PAYMENT),
+        ]
+        assert r.log.rows[-1].response_body is not None
+        assert r.log.rows[-1].response_body["captured_minor"] == EUR.minor
+
+    async def test_a_listing_is_read_one_audited_call_per_payment(self) -> None:
+        r = rig()
+        r.inner.listing = [view("sp_1"), view("sp_2", payment_id=None)]
+        start = datetime(2026, 12, 1, tzinfo=UTC)
+        listed = [v async for v in r.provider.payments(start, start + timedelta(days=1))]
+        assert [v.provider_payment_id for v in listed] == ["sp_1", "sp_2"]
+        assert [(c.operation, c.outcome, c.payment_id) for c in r.log.rows] == [
+            ("payments", "CAPTURED", PAYMENT),
+            ("payments", "CAPTURED", None),
+            ("payments", "end", None),
+        ]
+
+    async def test_a_failed_page_lists_again_and_gives_no_payment_twice(self) -> None:
+        r = rig()
+        r.inner.listing = [view("sp_1"), ProviderUnavailable("reset"), view("sp_2")]
+        start = datetime(2026, 12, 1, tzinfo=UTC)
+        listed = [v async for v in r.provider.payments(start, start + timedelta(days=1))]
+        assert [v.provider_payment_id for v in listed] == ["sp_1", "sp_2"]
+        assert r.inner.listings == 2
+        assert [c.outcome for c in r.log.rows] == ["CAPTURED", "unavailable", "CAPTURED", "end"]
+
+    async def test_a_listing_that_keeps_failing_raises_after_the_retries(self) -> None:
+        r = rig(retries=1)
+        r.inner.listing = [ProviderServerError("500"), ProviderServerError("500")]
+        start = datetime(2026, 12, 1, tzinfo=UTC)
+        with pytest.raises(ProviderServerError):
+            [v async for v in r.provider.payments(start, start + timedelta(days=1))]
+        assert [c.outcome for c in r.log.rows] == ["server_error", "server_error"]
 
 
 class TestBudget:

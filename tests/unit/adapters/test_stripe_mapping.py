@@ -18,6 +18,7 @@ from tillpoint.adapters.providers.stripe import (
     decline_outcome,
     from_stripe_amount,
     intent_outcome,
+    provider_payment,
     refund_outcome,
     safe_text,
     to_stripe_amount,
@@ -404,3 +405,114 @@ def test_the_gateway_needs_a_key_and_never_shows_it() -> None:
     gateway = StripeGateway("sk_test_supersecret", api_base="http://127.0.0.1:1/")
     assert "sk_test" not in repr(gateway)
     assert "supersecret" not in repr(gateway)
+
+
+# -- the whole view of a payment (reconciliation), on Stripe's own shapes ----------------------
+
+CREATED = 1_796_000_000
+
+
+def pi_shape(status: str, **fields: Any) -> dict[str, Any]:
+    charge = {"id": "ch_1", "amount": 5000, "currency": "usd", "disputed": False}
+    charge.update(fields.pop("charge", {}))
+    return {
+        "id": "pi_1",
+        "object": "payment_intent",
+        "status": status,
+        "amount": 5000,
+        "currency": "usd",
+        "created": CREATED,
+        "latest_charge": charge,
+        "metadata": {"tillpoint_payment_id": "pay_1", "tillpoint_idempotency_key": "pay_1:sale:1"},
+        **fields,
+    }
+
+
+def refund_shape(amount: int, status: str = "succeeded", key: str | None = None) -> dict[str, Any]:
+    return {
+        "id": f"re_{amount}_{status}",
+        "amount": amount,
+        "currency": "usd",
+        "status": status,
+        "payment_intent": "pi_1",
+        "created": CREATED + 60,
+        "metadata": {"tillpoint_idempotency_key": key} if key else {},
+    }
+
+
+def test_a_partly_captured_payment_counts_stripe_s_amount_received() -> None:
+    view = provider_payment(pi_shape("succeeded", amount_received=3000), [], [])
+    assert (view.status, view.captured_minor, view.authorized_minor) == (
+        ProviderStatus.CAPTURED,
+        3000,
+        0,
+    )
+    assert (view.payment_id, view.currency, view.amount_minor) == ("pay_1", "USD", 5000)
+    assert view.created_at.timestamp() == CREATED
+
+
+def test_a_held_payment_is_what_stripe_can_still_capture() -> None:
+    view = provider_payment(pi_shape("requires_capture", amount_capturable=4000), [], [])
+    assert (view.status, view.authorized_minor, view.captured_minor) == (
+        ProviderStatus.AUTHORIZED,
+        4000,
+        0,
+    )
+
+
+def test_refunds_keep_their_status_and_only_succeeded_ones_count() -> None:
+    refunds = [
+        refund_shape(1000, key="pay_1:refund:2"),
+        refund_shape(500, "pending"),
+        refund_shape(700, "failed", key="pay_1:refund:3"),
+        refund_shape(200, "canceled"),
+    ]
+    view = provider_payment(pi_shape("succeeded", amount_received=5000), refunds, [])
+    assert view.refunded_minor == 1000
+    assert view.status is ProviderStatus.CAPTURED
+    assert [(r.amount_minor, r.status, r.idempotency_key) for r in view.refunds] == [
+        (1000, ProviderStatus.REFUNDED, "pay_1:refund:2"),
+        (500, ProviderStatus.PROCESSING, None),
+        (700, ProviderStatus.FAILED, "pay_1:refund:3"),
+        (200, ProviderStatus.FAILED, None),
+    ]
+
+
+def test_refunds_reaching_the_captured_amount_make_it_refunded() -> None:
+    refunds = [refund_shape(2000), refund_shape(1000, key="pay_1:refund:2")]
+    view = provider_payment(pi_shape("succeeded", amount_received=3000), refunds, [])
+    assert (view.status, view.refunded_minor) == (ProviderStatus.REFUNDED, 3000)
+
+
+def test_a_refund_without_a_payment_intent_is_localstripe_s_released_rest() -> None:
+    released = {**refund_shape(2000), "payment_intent": None}
+    view = provider_payment(pi_shape("succeeded"), [released], [])
+    assert (view.captured_minor, view.refunded_minor, view.refunds) == (3000, 0, ())
+
+
+def test_disputes_speak_the_port_s_statuses() -> None:
+    disputes = [
+        {
+            "id": f"dp_{status}",
+            "amount": 5000,
+            "currency": "usd",
+            "reason": "fraudulent",
+            "status": status,
+            "evidence_details": {"due_by": CREATED + 86_400},
+        }
+        for status in ("warning_needs_response", "under_review", "warning_closed", "lost")
+    ]
+    view = provider_payment(pi_shape("succeeded", amount_received=5000), [], disputes)
+    assert [d.status for d in view.disputes] == ["needs_response", "under_review", "won", "lost"]
+    assert view.disputes[0].evidence_due_by is not None
+    assert view.disputes[0].evidence_due_by.timestamp() == CREATED + 86_400
+    assert view.disputes[0].reason == "fraudulent"
+
+
+def test_a_payment_intent_made_without_tillpoint_has_no_payment_id() -> None:
+    view = provider_payment({**pi_shape("canceled"), "metadata": {}}, [], [])
+    assert (view.status, view.payment_id, view.authorized_minor) == (
+        ProviderStatus.CANCELED,
+        None,
+        0,
+    )

@@ -4,17 +4,24 @@ Its outcome is chosen by the test card (API.md). It honours provider idempotency
 Stripe does — the same key returns the recorded result and has no second effect — and keeps its
 own ledger in the database, so it can later be asked for the truth (`get_transaction`), even
 after our process died between its answer and our commit.
+
+The ledger has one row per operation, by its idempotency key. A provider payment's whole view
+(`payment`, `payments`) is its rows folded in order: the authorization (or sale), then its
+captures, voids, refunds and disputes. Its dashboard (`dashboard`) is what a support agent does
+in a real provider's console: it adds rows of the mock's own (keys `dashboard:…`) to a payment
+the mock holds, never touching tillpoint's records, and tells tillpoint only when asked to (the
+usual signed webhook, now or late).
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,9 +30,17 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from tillpoint.adapters.db import tables as t
 from tillpoint.adapters.db.errors import is_unavailable
+from tillpoint.domain.errors import InvalidStateTransition, NotFound, ValidationFailed
 from tillpoint.domain.money import Money
 from tillpoint.domain.payment import Outcome, ProviderStatus
-from tillpoint.service.ports import AuthorizeRequest, Capabilities, Lookup
+from tillpoint.service.ports import (
+    AuthorizeRequest,
+    Capabilities,
+    Lookup,
+    ProviderDispute,
+    ProviderPayment,
+    ProviderRefund,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +116,44 @@ _ledger_retry = retry(
     reraise=True,
 )
 
-# Called after the mock decides an outcome that a real provider would announce by webhook
-# (async cards, completed 3-D Secure). The webhook simulator plugs in here.
-OutcomeListener = Callable[[str, Outcome], None]
+
+class OutcomeListener(Protocol):
+    """Called after the mock decides an outcome that a real provider would announce by webhook
+    (async cards, completed 3-D Secure, a dashboard action told now or `late`). The webhook
+    simulator plugs in here."""
+
+    def __call__(self, idempotency_key: str, result: Outcome, *, late: bool = False) -> None: ...
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+
+DashboardAction = Literal["refund", "capture", "cancel", "dispute"]
+Webhook = Literal["now", "late", "never"]
+# The key prefix of the ledger rows the dashboard writes: operations tillpoint never sent.
+DASHBOARD_PREFIX: Final = "dashboard:"
+# How long the merchant has to answer a dispute the dashboard opens (Stripe gives 7 to 21 days).
+EVIDENCE_WINDOW: Final = timedelta(days=7)
+DEFAULT_DISPUTE_REASON: Final = "fraudulent"
+DISPUTE_OPENED: Final = "needs_response"
+# The ledger's `payment_id` of a payment created without tillpoint (another integration).
+NO_PAYMENT: Final = ""
+_OPERATIONS: Final[Mapping[DashboardAction, str]] = {
+    "refund": "refund",
+    "capture": "capture",
+    "cancel": "void",
+    "dispute": "dispute",
+}
+# What a void may release (a void of a payment already canceled answers canceled again).
+_CANCELABLE: Final = frozenset(
+    {
+        ProviderStatus.AUTHORIZED,
+        ProviderStatus.REQUIRES_ACTION,
+        ProviderStatus.PROCESSING,
+        ProviderStatus.CANCELED,
+    }
+)
+# How many payments `payments()` reads per page of the ledger.
+PAGE_SIZE: Final = 100
 
 
 class MockGateway:
@@ -116,6 +166,7 @@ class MockGateway:
         async_outcomes=True,
         three_d_secure=True,
         cancel_after_authorization=True,
+        lists_payments=True,
     )
 
     def __init__(
@@ -132,7 +183,7 @@ class MockGateway:
         self._hang = hang_seconds
         self.listeners: list[OutcomeListener] = []
         dialect: Any = postgresql if engine.dialect.name == "postgresql" else sqlite
-        self._insert = (
+        self._insert_or_keep = (
             dialect.insert(_LEDGER)
             .on_conflict_do_nothing(index_elements=["idempotency_key"])
             .returning(_LEDGER.c.idempotency_key)
@@ -154,14 +205,22 @@ class MockGateway:
             row = (await conn.execute(_RECORDED, {"b_key": idempotency_key})).first()
         return _result(row) if row else None
 
-    @_ledger_retry
     async def _record(
         self, idempotency_key: str, operation: str, payment_id: str, result: Outcome
     ) -> tuple[Outcome, bool]:
         """Store the result under its key, unless a call with the same key stored one first:
         then that one is the answer (Stripe's idempotency). Returns whether it was new."""
+        if await self._insert(self._values(idempotency_key, operation, payment_id, result)):
+            return result, True
+        recorded = await self._recorded(idempotency_key)
+        assert recorded is not None
+        return recorded, False
+
+    def _values(
+        self, idempotency_key: str, operation: str, payment_id: str, result: Outcome
+    ) -> dict[str, Any]:
         now = self._now()
-        values = {
+        return {
             "idempotency_key": idempotency_key,
             "operation": operation,
             "payment_id": payment_id,
@@ -174,13 +233,13 @@ class MockGateway:
             "created_at": now,
             "updated_at": now,
         }
+
+    @_ledger_retry
+    async def _insert(self, values: Mapping[str, Any]) -> bool:
+        """Insert the row unless its key has one: whether it was inserted."""
         async with self._connect() as conn:
-            inserted = (await conn.execute(self._insert, values)).first()
-        if inserted is not None:
-            return result, True
-        recorded = await self._recorded(idempotency_key)
-        assert recorded is not None
-        return recorded, False
+            inserted = (await conn.execute(self._insert_or_keep, dict(values))).first()
+        return inserted is not None
 
     @_ledger_retry
     async def _overwrite(self, idempotency_key: str, result: Outcome) -> None:
@@ -272,11 +331,12 @@ class MockGateway:
     async def capture(
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> Outcome:
-        auth = await self._by_payment(provider_payment_id, "authorize")
+        # What the mock holds now, its dashboard's captures and cancels included.
+        view = await self.payment(provider_payment_id)
         if (
-            auth is None
-            or auth.status is not ProviderStatus.AUTHORIZED
-            or (amount.minor > auth.amount_minor)
+            view is None
+            or view.status is not ProviderStatus.AUTHORIZED
+            or amount.minor > view.authorized_minor
         ):
             result = Outcome(
                 status=ProviderStatus.FAILED,
@@ -302,6 +362,7 @@ class MockGateway:
 
     async def void(self, provider_payment_id: str, *, idempotency_key: str) -> Outcome:
         auth = await self._by_payment(provider_payment_id, "authorize")
+        view = await self.payment(provider_payment_id)
         result = Outcome(
             status=ProviderStatus.CANCELED,
             provider_payment_id=provider_payment_id,
@@ -309,6 +370,15 @@ class MockGateway:
             currency=auth.currency if auth else "USD",
             reference=_ref("mock_vo"),
         )
+        if view is not None and view.status not in _CANCELABLE:
+            # Captured meanwhile (in its dashboard): there is no hold left to release.
+            result = replace(
+                result,
+                status=ProviderStatus.FAILED,
+                reference=None,
+                failure_code="void_failed",
+                failure_message=f"the payment is {view.status.value}: nothing to cancel",
+            )
         recorded, _ = await self._record(
             idempotency_key, "void", _payment_of(idempotency_key), result
         )
@@ -325,6 +395,16 @@ class MockGateway:
             currency=amount.currency,
             reference=_ref("mock_re"),
         )
+        view = await self.payment(provider_payment_id)
+        left = view.captured_minor - view.refunded_minor if view is not None else 0
+        if view is None or view.status is not ProviderStatus.CAPTURED or amount.minor > left:
+            # Refunded (or never captured) meanwhile, in its dashboard: a provider refuses it.
+            result = replace(
+                result,
+                status=ProviderStatus.FAILED,
+                failure_code="refund_failed",
+                failure_message=f"the mock has {left} minor units of this payment to refund",
+            )
         recorded, _ = await self._record(
             idempotency_key, "refund", _payment_of(idempotency_key), result
         )
@@ -333,6 +413,125 @@ class MockGateway:
 
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         return await self._recorded(lookup.idempotency_key)
+
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        """The payment's ledger rows folded into its whole view (`_fold`)."""
+        return _fold(await self._rows_of([provider_payment_id]))
+
+    async def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        """Every payment whose authorization (or sale) the mock recorded in
+        [created_from, created_to), oldest first, `PAGE_SIZE` at a time."""
+        after: tuple[datetime, str] | None = None
+        while True:
+            page = await self._created(created_from, created_to, after)
+            rows = await self._rows_of([r.provider_payment_id for r in page]) if page else []
+            for found in page:
+                view = _fold(
+                    [r for r in rows if r.provider_payment_id == found.provider_payment_id]
+                )
+                if view is not None:
+                    yield view
+            if len(page) < PAGE_SIZE:
+                return
+            after = (page[-1].created_at, page[-1].provider_payment_id)
+
+    @_ledger_retry
+    async def _rows_of(self, provider_payment_ids: Sequence[str]) -> list[Any]:
+        async with self._connect() as conn:
+            result = await conn.execute(
+                sa.select(_LEDGER).where(_LEDGER.c.provider_payment_id.in_(provider_payment_ids))
+            )
+            return list(result.all())
+
+    @_ledger_retry
+    async def _created(
+        self, created_from: datetime, created_to: datetime, after: tuple[datetime, str] | None
+    ) -> list[Any]:
+        """One page of authorizations created in the window, after the keyset `after`."""
+        c = _LEDGER.c
+        query = sa.select(c.provider_payment_id, c.created_at).where(
+            c.operation == "authorize",
+            c.provider_payment_id != "",
+            c.created_at >= created_from,
+            c.created_at < created_to,
+        )
+        if after is not None:
+            query = query.where(
+                sa.or_(
+                    c.created_at > after[0],
+                    sa.and_(c.created_at == after[0], c.provider_payment_id > after[1]),
+                )
+            )
+        query = query.order_by(c.created_at, c.provider_payment_id).limit(PAGE_SIZE)
+        async with self._connect() as conn:
+            return list((await conn.execute(query)).all())
+
+    # -- the dashboard (a provider's own console) -------------------------------------------
+
+    async def dashboard(
+        self,
+        provider_payment_id: str,
+        action: DashboardAction,
+        *,
+        key: str,
+        amount: str | None = None,
+        reason: str | None = None,
+        webhook: Webhook = "never",
+    ) -> ProviderPayment:
+        """What a support agent does in the mock's dashboard to one of its payments: refund it
+        (fully or partly), capture or cancel a held payment, or open a dispute on it. It acts on
+        the mock's own ledger only — a row under `dashboard:<key>`, so the same `key` acts once —
+        and tillpoint hears of it only by the usual signed webhook when `webhook` is `now` or
+        `late` (never for a dispute yet). Returns the payment's view afterwards.
+
+        Refuses, before recording anything: an unknown payment (`NotFound`), an action its state
+        does not allow or an amount beyond what it allows (`InvalidStateTransition`), an amount
+        that is not one in the payment's currency (`ValidationFailed`)."""
+        if action == "dispute" and webhook != "never":
+            raise ValidationFailed(
+                "webhook", 'the mock sends no dispute webhooks yet: only "never" is accepted'
+            )
+        view = await self.payment(provider_payment_id)
+        if view is None:
+            raise NotFound(f"the mock has no payment {provider_payment_id!r}")
+        money = _amount(amount, view.currency)
+        idempotency_key = f"{DASHBOARD_PREFIX}{key}"
+        operation = _OPERATIONS[action]
+        recorded = await self._recorded_row(idempotency_key)
+        if recorded is None:
+            result = _dashboard_result(view, action, money)
+            values = self._values(idempotency_key, operation, view.payment_id or NO_PAYMENT, result)
+            values["result"] = {**values["result"], "reason": reason}
+            if action == "dispute":
+                due = self._now() + EVIDENCE_WINDOW
+                values["status"] = DISPUTE_OPENED
+                values["result"] = {
+                    **values["result"],
+                    "status": DISPUTE_OPENED,
+                    "reason": reason or DEFAULT_DISPUTE_REASON,
+                    "evidence_due_by": due.isoformat(),
+                }
+            fresh = await self._insert(values)
+            if fresh and webhook != "never":
+                self._announce(idempotency_key, result, late=webhook == "late")
+        elif (recorded.operation, recorded.provider_payment_id) != (operation, provider_payment_id):
+            raise ValidationFailed("key", "this dashboard key was used for another action")
+        found = await self.payment(provider_payment_id)
+        assert found is not None
+        return found
+
+    @_ledger_retry
+    async def _recorded_row(self, idempotency_key: str) -> Any | None:
+        async with self._connect() as conn:
+            return (
+                await conn.execute(
+                    sa.select(_LEDGER.c.operation, _LEDGER.c.provider_payment_id).where(
+                        _LEDGER.c.idempotency_key == idempotency_key
+                    )
+                )
+            ).first()
 
     async def client_secret(
         self, provider_payment_id: str, *, payment_id: str | None = None
@@ -390,9 +589,9 @@ class MockGateway:
         await self._latency()
         return result
 
-    def _announce(self, idempotency_key: str, result: Outcome) -> None:
+    def _announce(self, idempotency_key: str, result: Outcome, *, late: bool = False) -> None:
         for listener in self.listeners:
-            listener(idempotency_key, result)
+            listener(idempotency_key, result, late=late)
 
 
 def _payment_of(idempotency_key: str) -> str:
@@ -411,3 +610,151 @@ def _dump(result: Outcome) -> dict[str, Any]:
         "next_action": dict(result.next_action) if result.next_action else None,
         "risk_score": result.risk_score,
     }
+
+
+# -- a payment's whole view ------------------------------------------------------------------
+
+
+def _fold(rows: Sequence[Any]) -> ProviderPayment | None:
+    """A provider payment's ledger rows as its view, applied in the order they were recorded:
+
+    * the authorization (or sale) sets the status and `amount_minor`: AUTHORIZED holds it
+      (`authorized_minor`), CAPTURED takes it (`captured_minor`), anything else neither;
+    * a successful capture of a held payment takes its amount and releases the rest of the hold;
+    * a void (CANCELED) of a payment not captured releases the hold;
+    * each refund is listed (`idempotency_key` None for a dashboard's), the succeeded ones
+      summed (`refunded_minor`); a captured payment refunded in full is REFUNDED;
+    * each dispute is listed.
+
+    A payment whose authorization the mock never recorded is None."""
+    ordered = sorted(rows, key=lambda r: (r.created_at, r.idempotency_key))
+    auth = next((r for r in ordered if r.operation == "authorize"), None)
+    if auth is None:
+        return None
+    status = ProviderStatus(auth.status)
+    authorized = auth.amount_minor if status is ProviderStatus.AUTHORIZED else 0
+    captured = auth.amount_minor if status is ProviderStatus.CAPTURED else 0
+    refunded = 0
+    refunds: list[ProviderRefund] = []
+    disputes: list[ProviderDispute] = []
+    held = (ProviderStatus.AUTHORIZED, ProviderStatus.REQUIRES_ACTION, ProviderStatus.PROCESSING)
+    for row in ordered:
+        if row is auth:
+            continue
+        ours = None if row.idempotency_key.startswith(DASHBOARD_PREFIX) else row.idempotency_key
+        match row.operation:
+            case "capture":
+                if row.status == "CAPTURED" and status is ProviderStatus.AUTHORIZED:
+                    status, captured, authorized = ProviderStatus.CAPTURED, row.amount_minor, 0
+            case "void":
+                if row.status == "CANCELED" and status in held:
+                    status, authorized = ProviderStatus.CANCELED, 0
+            case "refund":
+                state = ProviderStatus(row.status)
+                refunds.append(
+                    ProviderRefund(row.reference, row.amount_minor, state, ours, row.created_at)
+                )
+                if state is ProviderStatus.REFUNDED:
+                    refunded += row.amount_minor
+            case "dispute":
+                data = dict(row.result)
+                due = data.get("evidence_due_by")
+                disputes.append(
+                    ProviderDispute(
+                        reference=row.reference,
+                        amount_minor=row.amount_minor,
+                        reason=str(data.get("reason") or DEFAULT_DISPUTE_REASON),
+                        status=row.status,
+                        evidence_due_by=datetime.fromisoformat(due) if due else None,
+                    )
+                )
+    if status is ProviderStatus.CAPTURED and captured and refunded >= captured:
+        status = ProviderStatus.REFUNDED
+    return ProviderPayment(
+        provider_payment_id=auth.provider_payment_id,
+        status=status,
+        currency=auth.currency,
+        amount_minor=auth.amount_minor,
+        authorized_minor=authorized,
+        captured_minor=captured,
+        refunded_minor=refunded,
+        created_at=auth.created_at,
+        payment_id=auth.payment_id or None,
+        refunds=tuple(refunds),
+        disputes=tuple(disputes),
+    )
+
+
+def _amount(amount: str | None, currency: str) -> Money | None:
+    """The dashboard's amount (major units, as in the API) in the payment's currency; a
+    malformed one, zero or negative is `ValidationFailed` ("amount")."""
+    return None if amount is None else Money.parse(amount, currency)
+
+
+def _dashboard_result(
+    view: ProviderPayment, action: DashboardAction, amount: Money | None
+) -> Outcome:
+    """The row a dashboard action records, or the refusal of an action the payment's state or
+    amounts do not allow (as a provider's console refuses it)."""
+    refundable = view.captured_minor - view.refunded_minor
+    base: dict[str, Any] = {
+        "provider_payment_id": view.provider_payment_id,
+        "currency": view.currency,
+    }
+
+    def refuse(detail: str) -> InvalidStateTransition:
+        return InvalidStateTransition(
+            f"the mock cannot {action} payment {view.provider_payment_id} "
+            f"({view.status.value}): {detail}"
+        )
+
+    match action:
+        case "refund":
+            if view.status is not ProviderStatus.CAPTURED or refundable <= 0:
+                raise refuse("only a captured payment with money left to refund can be refunded")
+            minor = amount.minor if amount is not None else refundable
+            if minor > refundable:
+                raise refuse(f"the amount is more than the {refundable} minor units refundable")
+            return Outcome(
+                status=ProviderStatus.REFUNDED,
+                amount_minor=minor,
+                reference=_ref("mock_re"),
+                **base,
+            )
+        case "capture":
+            if view.status is not ProviderStatus.AUTHORIZED:
+                raise refuse("only a held (authorized) payment can be captured")
+            minor = amount.minor if amount is not None else view.authorized_minor
+            if minor > view.authorized_minor:
+                raise refuse(f"the amount is more than the {view.authorized_minor} held")
+            return Outcome(
+                status=ProviderStatus.CAPTURED,
+                amount_minor=minor,
+                reference=_ref("mock_ch"),
+                **base,
+            )
+        case "cancel":
+            if amount is not None:
+                raise ValidationFailed("amount", "a cancel releases the whole hold: no amount")
+            if view.status not in (ProviderStatus.AUTHORIZED, ProviderStatus.REQUIRES_ACTION):
+                raise refuse("only a payment not yet captured can be canceled")
+            return Outcome(
+                status=ProviderStatus.CANCELED,
+                amount_minor=view.amount_minor,
+                reference=_ref("mock_vo"),
+                **base,
+            )
+        case "dispute":
+            if view.status is not ProviderStatus.CAPTURED or refundable <= 0:
+                raise refuse("only a captured payment with money not refunded can be disputed")
+            minor = amount.minor if amount is not None else refundable
+            if minor > refundable:
+                raise refuse(f"the amount is more than the {refundable} minor units not refunded")
+            return Outcome(
+                # Recorded with the dispute's own status (`DISPUTE_OPENED`) in place of this
+                # one: `_fold` reads dispute rows apart, and no key of tillpoint's names them.
+                status=ProviderStatus.CAPTURED,
+                amount_minor=minor,
+                reference=_ref("mock_dp"),
+                **base,
+            )

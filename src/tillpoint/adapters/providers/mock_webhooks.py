@@ -110,8 +110,9 @@ class MockWebhookSimulator:
 
     # -- delivering ---------------------------------------------------------------------------
 
-    def listener(self, idempotency_key: str, result: Outcome) -> None:
-        """A `MockGateway` outcome listener: schedules the delivery, never blocks the caller."""
+    def listener(self, idempotency_key: str, result: Outcome, *, late: bool = False) -> None:
+        """A `MockGateway` outcome listener: schedules the delivery, never blocks the caller.
+        `late` (a dashboard action told late) adds the `late` fault's extra delay to this one."""
         events = self.events_for(result)
         if not events:
             return
@@ -119,13 +120,14 @@ class MockWebhookSimulator:
             events.reverse()
         if "duplicate" in self._faults:
             events = [e for event in events for e in (event, event)]
-        task = asyncio.get_running_loop().create_task(self._deliver_all(events))
+        late = late or "late" in self._faults
+        task = asyncio.get_running_loop().create_task(self._deliver_all(events, late=late))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         log.debug("mock.webhook_scheduled", idempotency_key=idempotency_key, events=len(events))
 
-    async def _deliver_all(self, events: list[dict[str, Any]]) -> None:
-        delay = self._delay + (self._late if "late" in self._faults else 0.0)
+    async def _deliver_all(self, events: list[dict[str, Any]], *, late: bool) -> None:
+        delay = self._delay + (self._late if late else 0.0)
         if delay:
             await asyncio.sleep(delay)
         for event in events:

@@ -18,6 +18,10 @@
   is filled here from the call's arguments and answer. A failure to write the audit is logged
   and never fails the call. Each attempt is observed as
   `payment_attempt_duration_seconds{provider,operation,outcome}`.
+
+A listing (`payments`) is read one payment at a time, each step a call of its own (timeout,
+breaker, audit row `payments`); a step that failed in a way worth retrying lists again from the
+start, skipping the payments already given, because an adapter's iterator that raised is over.
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Final, Generic, Literal, Protocol, TypeVar
 
@@ -54,6 +58,7 @@ from tillpoint.service.ports import (
     PaymentProvider,
     ProviderCall,
     ProviderCallLog,
+    ProviderPayment,
     ProviderServerError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -70,7 +75,15 @@ CIRCUIT_GAUGE: Final = "provider_circuit_state"
 ATTEMPT_HISTOGRAM: Final = "payment_attempt_duration_seconds"
 CIRCUIT_STATES: Final[Mapping[str, float]] = {"closed": 0, "half-opened": 1, "opened": 2}
 Operation = Literal[
-    "authorize", "capture", "void", "refund", "get_transaction", "client_secret", "complete"
+    "authorize",
+    "capture",
+    "void",
+    "refund",
+    "get_transaction",
+    "payment",
+    "payments",
+    "client_secret",
+    "complete",
 ]
 # Provider keys and client secrets that an error message might quote.
 _SECRET_WORDS: Final = re.compile(r"\b(?:sk|rk|whsec)_\S*|\S*_secret_\S*")
@@ -167,6 +180,8 @@ class _Call(Generic[R]):
     sent: Mapping[str, Any]  # what the call carries, for an adapter that records no body
     send: Callable[[], Awaitable[R]]
     describe: Callable[[R], tuple[str, Mapping[str, Any] | None]]  # outcome, answer body
+    # Our payment id as the answer names it, for a call that did not know it (a lookup).
+    payment_of: Callable[[R], str | None] = field(default=lambda _: None)
 
 
 def _described(outcome: Outcome) -> tuple[str, Mapping[str, Any] | None]:
@@ -175,6 +190,34 @@ def _described(outcome: Outcome) -> tuple[str, Mapping[str, Any] | None]:
 
 def _looked_up(outcome: Outcome | None) -> tuple[str, Mapping[str, Any] | None]:
     return ("not_found", None) if outcome is None else _described(outcome)
+
+
+def _viewed(view: ProviderPayment | None) -> tuple[str, Mapping[str, Any] | None]:
+    """A payment's view in the audit: its status, amounts and its refunds' and disputes' ids."""
+    if view is None:
+        return "not_found", None
+    body = {
+        "provider_payment_id": view.provider_payment_id,
+        "payment_id": view.payment_id,
+        "status": view.status.value,
+        "currency": view.currency,
+        "amount_minor": view.amount_minor,
+        "authorized_minor": view.authorized_minor,
+        "captured_minor": view.captured_minor,
+        "refunded_minor": view.refunded_minor,
+        "created_at": view.created_at.isoformat(),
+        "refunds": [r.reference for r in view.refunds],
+        "disputes": [d.reference for d in view.disputes],
+    }
+    return view.status.value, body
+
+
+def _listed(view: ProviderPayment | None) -> tuple[str, Mapping[str, Any] | None]:
+    return ("end", None) if view is None else _viewed(view)
+
+
+def _payment_of_view(view: ProviderPayment | None) -> str | None:
+    return view.payment_id if view is not None else None
 
 
 def _secret(secret: str | None) -> tuple[str, Mapping[str, Any] | None]:
@@ -310,6 +353,35 @@ class Resilient:
             )
         )
 
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        return await self._call(
+            _Call(
+                "payment",
+                None,
+                None,
+                {"provider_payment_id": provider_payment_id},
+                lambda: self.inner.payment(provider_payment_id),
+                _viewed,
+                _payment_of_view,
+            )
+        )
+
+    async def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        listing = _Listing(self.inner, created_from, created_to)
+        sent = {"created_from": created_from.isoformat(), "created_to": created_to.isoformat()}
+        try:
+            while True:
+                view = await self._call(
+                    _Call("payments", None, None, sent, listing.next, _listed, _payment_of_view)
+                )
+                if view is None:
+                    return
+                yield view
+        finally:
+            await listing.aclose()
+
     async def client_secret(
         self, provider_payment_id: str, *, payment_id: str | None = None
     ) -> str | None:
@@ -382,7 +454,8 @@ class Resilient:
                 await self._audit(call, exchange, created_at, started, outcome_of(error), failure)
                 raise
             outcome, answer = call.describe(result)
-            await self._audit(call, exchange, created_at, started, outcome, answer)
+            payment_id = call.payment_id or call.payment_of(result)
+            await self._audit(call, exchange, created_at, started, outcome, answer, payment_id)
             return result
 
     async def _guarded(self, call: _Call[T]) -> T:
@@ -420,8 +493,10 @@ class Resilient:
         started: float,
         outcome: str,
         answer: Mapping[str, Any] | None,
+        payment_id: str | None = None,
     ) -> None:
         elapsed = time.perf_counter() - started
+        payment_id = payment_id or call.payment_id
         if exchange.request is None:
             exchange.sent(call.sent)
         if exchange.response is None and answer is not None:
@@ -441,7 +516,7 @@ class Resilient:
             id=new_id("pcall"),
             provider=self.name,
             operation=call.operation,
-            payment_id=call.payment_id,
+            payment_id=payment_id,
             idempotency_key=call.idempotency_key,
             provider_request_id=exchange.provider_request_id,
             http_status=exchange.http_status,
@@ -464,6 +539,41 @@ class Resilient:
                 outcome=outcome,
                 error=f"{type(exc).__name__}: {exc}"[:300],
             )
+
+
+class _Listing:
+    """An adapter's `payments` listing, read one payment per call. After a failed step the
+    adapter's iterator is over (an async generator that raised ends), so the next step lists
+    again from the start and skips every payment already given: none is given twice, and none
+    is lost to a retried page."""
+
+    def __init__(self, inner: PaymentProvider, created_from: datetime, created_to: datetime):
+        self._inner = inner
+        self._window = (created_from, created_to)
+        self._iterator: AsyncIterator[ProviderPayment] | None = None
+        self._given: set[str] = set()
+
+    async def next(self) -> ProviderPayment | None:
+        """The next payment not yet given; None at the end of the listing."""
+        if self._iterator is None:
+            self._iterator = self._inner.payments(*self._window)
+        while True:
+            try:
+                view = await anext(self._iterator)
+            except StopAsyncIteration:
+                return None
+            except BaseException:
+                await self.aclose()
+                raise
+            if view.provider_payment_id not in self._given:
+                self._given.add(view.provider_payment_id)
+                return view
+
+    async def aclose(self) -> None:
+        iterator, self._iterator = self._iterator, None
+        close = getattr(iterator, "aclose", None)
+        if close is not None:
+            await close()
 
 
 class ResilientMock(Resilient):

@@ -31,18 +31,22 @@ The conversion lives in `to_stripe_amount` / `from_stripe_amount` only.
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Final
 
 import httpx
 import stripe
 from stripe.params import (
+    DisputeListParams,
     PaymentIntentCaptureParams,
     PaymentIntentCreateParams,
     PaymentIntentListParams,
+    PaymentIntentListParamsCreated,
     PaymentIntentRetrieveParams,
     RefundCreateParams,
     RefundListParams,
@@ -57,7 +61,10 @@ from tillpoint.service.ports import (
     Capabilities,
     Limits,
     Lookup,
+    ProviderDispute,
     ProviderError,
+    ProviderPayment,
+    ProviderRefund,
     ProviderServerError,
     ProviderTimeout,
     ProviderUnavailable,
@@ -162,6 +169,7 @@ CAPABILITIES: Final = Capabilities(
     cancel_after_authorization=True,
     currencies={code: Limits(low, MAXIMUM_CHARGE) for code, low in MINIMUM_CHARGE.items()},
     token_prefix="pm_",  # a PaymentMethod id made by Stripe.js: tillpoint never sees the card
+    lists_payments=True,
 )
 
 # -- declines ------------------------------------------------------------------------------------
@@ -339,6 +347,126 @@ def refund_outcome(refund: Mapping[str, Any], fallback: Money) -> Outcome:
             )
         case _:
             return Outcome(status=ProviderStatus.PROCESSING, **base)
+
+
+# Stripe's dispute statuses in the port's words; an inquiry (`warning_…`) is reported as the
+# dispute it may become, and one closed without a chargeback as won (no money was lost).
+DISPUTE_STATUSES: Final[Mapping[str, str]] = {
+    "warning_needs_response": "needs_response",
+    "needs_response": "needs_response",
+    "warning_under_review": "under_review",
+    "under_review": "under_review",
+    "warning_closed": "won",
+    "won": "won",
+    "prevented": "won",
+    "lost": "lost",
+}
+REFUND_STATUSES: Final[Mapping[str, ProviderStatus]] = {
+    "succeeded": ProviderStatus.REFUNDED,
+    "failed": ProviderStatus.FAILED,
+    "canceled": ProviderStatus.FAILED,
+}
+
+
+def _when(value: object) -> datetime | None:
+    """A Stripe timestamp (Unix seconds) as an aware UTC datetime."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _minor(obj: Mapping[str, Any], field: str, currency: str) -> int | None:
+    amount = obj.get(field)
+    if isinstance(amount, int) and not isinstance(amount, bool):
+        return from_stripe_amount(amount, currency).minor
+    return None
+
+
+def provider_refund(refund: Mapping[str, Any], currency: str) -> ProviderRefund:
+    """A Refund as the port's `ProviderRefund`: REFUNDED (succeeded), FAILED (failed,
+    canceled) or PROCESSING (pending, requires_action); our key is in its metadata, absent
+    for a refund made in Stripe's Dashboard."""
+    metadata = refund.get("metadata")
+    key = metadata.get(METADATA_KEY) if isinstance(metadata, Mapping) else None
+    return ProviderRefund(
+        reference=str(refund.get("id")),
+        amount_minor=_minor(refund, "amount", currency) or 0,
+        status=REFUND_STATUSES.get(str(refund.get("status")), ProviderStatus.PROCESSING),
+        idempotency_key=str(key) if key else None,
+        created_at=_when(refund.get("created")),
+    )
+
+
+def provider_dispute(dispute: Mapping[str, Any], currency: str) -> ProviderDispute:
+    evidence = dispute.get("evidence_details")
+    due = evidence.get("due_by") if isinstance(evidence, Mapping) else None
+    status = str(dispute.get("status"))
+    return ProviderDispute(
+        reference=str(dispute.get("id")),
+        amount_minor=_minor(dispute, "amount", currency) or 0,
+        reason=str(dispute.get("reason") or "general"),
+        status=DISPUTE_STATUSES.get(status, status),
+        evidence_due_by=_when(due),
+    )
+
+
+def released(refund: Mapping[str, Any]) -> bool:
+    """localstripe records the uncaptured rest of a partial capture as a refund of the charge
+    with no PaymentIntent; Stripe names the PaymentIntent on every refund of its charge, so no
+    refund at Stripe is taken for one (docs.stripe.com/api/refunds/object)."""
+    return not refund.get("payment_intent")
+
+
+def provider_payment(
+    pi: Mapping[str, Any],
+    refunds: Sequence[Mapping[str, Any]],
+    disputes: Sequence[Mapping[str, Any]],
+) -> ProviderPayment:
+    """A PaymentIntent, with its charge's refunds and disputes, as the port's whole view.
+
+    The status is `intent_outcome`'s, except that a succeeded PaymentIntent whose refunds
+    (succeeded ones) reach what was captured is REFUNDED. `authorized_minor` is what Stripe
+    still holds (`amount_capturable` while `requires_capture`); `captured_minor` is
+    `amount_received` (or the charge's `amount_captured`; with neither, as at localstripe, the
+    charge's amount less what a partial capture released)."""
+    currency = str(pi.get("currency") or "usd")
+    code = currency.upper()
+    amount = _minor(pi, "amount", currency) or 0
+    outcome = intent_outcome(pi, Money(amount, code))
+    charge = pi.get("latest_charge")
+    charge = charge if isinstance(charge, Mapping) else {}
+    ours = [r for r in refunds if not released(r)]
+    let_go = sum(_minor(r, "amount", currency) or 0 for r in refunds if released(r))
+    status = outcome.status
+    authorized = captured = 0
+    if status is ProviderStatus.AUTHORIZED:
+        authorized = outcome.amount_minor
+    elif status is ProviderStatus.CAPTURED:
+        received = _minor(pi, "amount_received", currency)
+        if received is None:
+            received = _minor(charge, "amount_captured", currency)
+        if received is None:
+            received = (_minor(charge, "amount", currency) or amount) - let_go
+        captured = received
+    views = tuple(provider_refund(r, currency) for r in ours)
+    refunded = sum(r.amount_minor for r in views if r.status is ProviderStatus.REFUNDED)
+    if status is ProviderStatus.CAPTURED and captured and refunded >= captured:
+        status = ProviderStatus.REFUNDED
+    metadata = pi.get("metadata")
+    payment_id = metadata.get(METADATA_PAYMENT) if isinstance(metadata, Mapping) else None
+    return ProviderPayment(
+        provider_payment_id=str(pi.get("id")),
+        status=status,
+        currency=code,
+        amount_minor=amount,
+        authorized_minor=authorized,
+        captured_minor=captured,
+        refunded_minor=refunded,
+        created_at=_when(pi.get("created")) or datetime.fromtimestamp(0, UTC),
+        payment_id=str(payment_id) if payment_id else None,
+        refunds=views,
+        disputes=tuple(provider_dispute(d, currency) for d in disputes),
+    )
 
 
 def decline_outcome(
@@ -580,6 +708,73 @@ class StripeGateway:
         if kind is OperationKind.CAPTURE:
             return intent_outcome(pi, lookup.amount, captured=lookup.amount)
         return intent_outcome(pi, lookup.amount)  # a void: CANCELED once it happened
+
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        """The PaymentIntent (its latest charge expanded), its refunds and its disputes."""
+        pi = await self._intent(provider_payment_id, "payment")
+        return await self._view(pi, "payment") if pi is not None else None
+
+    async def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        """Every PaymentIntent created in [created_from, created_to): Stripe's list filtered by
+        `created` (whole seconds: `gte`/`lt` are the bounds rounded up, which keeps exactly the
+        objects of the window), `LIST_PAGE` at a time, each with its refunds and disputes."""
+        window: PaymentIntentListParamsCreated = {
+            "gte": math.ceil(created_from.timestamp()),
+            "lt": math.ceil(created_to.timestamp()),
+        }
+        params: PaymentIntentListParams = {
+            "created": window,
+            "limit": LIST_PAGE,
+            "expand": ["data.latest_charge"],
+        }
+        while True:
+            page = await self._list(
+                params, partial(self._client.v1.payment_intents.list_async, params), "payments"
+            )
+            items = [dict(item) for item in page.get("data") or []]
+            for pi in items:
+                yield await self._view(pi, "payments")
+            if not page.get("has_more") or not items:
+                return
+            params = {**params, "starting_after": str(items[-1]["id"])}
+
+    async def _view(self, pi: Mapping[str, Any], operation: str) -> ProviderPayment:
+        pi_id = str(pi.get("id"))
+        charge = pi.get("latest_charge")
+        refunds: list[Mapping[str, Any]] = []
+        disputes: list[Mapping[str, Any]] = []
+        if charge:  # nothing was charged (a customer step, a decline before any charge): neither
+            refund_params: RefundListParams = {"payment_intent": pi_id, "limit": LIST_PAGE}
+            refunds = await self._all(refund_params, self._client.v1.refunds.list_async, operation)
+            # Stripe says on the charge whether it was ever disputed; without that, ask.
+            if not isinstance(charge, Mapping) or charge.get("disputed") is not False:
+                dispute_params: DisputeListParams = {"payment_intent": pi_id, "limit": LIST_PAGE}
+                disputes = await self._all(
+                    dispute_params, self._client.v1.disputes.list_async, operation
+                )
+        return provider_payment(pi, refunds, disputes)
+
+    async def _all(
+        self, params: Mapping[str, Any], list_async: Callable[..., Awaitable[Any]], operation: str
+    ) -> list[Mapping[str, Any]]:
+        """Every item of a list, page by page."""
+        found: list[Mapping[str, Any]] = []
+        current = dict(params)
+        while True:
+            page = await self._list(current, partial(list_async, current), operation)
+            items = [dict(item) for item in page.get("data") or []]
+            found.extend(items)
+            if not page.get("has_more") or not items:
+                return found
+            current = {**current, "starting_after": str(items[-1]["id"])}
+
+    async def _list(self, params: Mapping[str, Any], send: Call, operation: str) -> dict[str, Any]:
+        try:
+            return await self._call(params, send)
+        except stripe.StripeError as exc:
+            raise translate(exc, operation) from None
 
     async def client_secret(
         self, provider_payment_id: str, *, payment_id: str | None = None

@@ -67,6 +67,7 @@ def create_app(
     app.add_middleware(RequestContextMiddleware)
     for module in (health, orders, payments, admin, webhooks):
         app.include_router(module.router)
+    app.include_router(payments.mock_router)
     aliases.install(app)
     reference.install(app)
     openapi.install(app)

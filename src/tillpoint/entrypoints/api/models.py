@@ -151,6 +151,42 @@ class DisputePage(Out):
     next_cursor: str | None
 
 
+class ProviderRefundOut(Out):
+    provider_refund_id: str
+    amount: str = Amount
+    status: Literal["REFUNDED", "PROCESSING", "FAILED"]
+    idempotency_key: str | None = Field(
+        description="the provider key tillpoint sent it with; null for one made at the provider"
+    )
+    created_at: str | None = Timestamp
+
+
+class ProviderDisputeOut(Out):
+    provider_dispute_id: str
+    amount: str = Amount
+    reason: str
+    status: Literal["needs_response", "under_review", "won", "lost"]
+    evidence_due_by: str | None = Timestamp
+
+
+class ProviderPaymentOut(Out):
+    """A provider's whole view of one of its payments (the mock dashboard's answer)."""
+
+    provider_payment_id: str
+    payment_id: str | None = Field(description="ours, when the provider carries it")
+    status: Literal[
+        "REQUIRES_ACTION", "PROCESSING", "AUTHORIZED", "CAPTURED", "REFUNDED", "CANCELED", "FAILED"
+    ]
+    amount: str = Amount
+    currency: str
+    authorized_amount: str = Amount
+    captured_amount: str = Amount
+    refunded_amount: str = Amount
+    created_at: str = Timestamp
+    refunds: list[ProviderRefundOut]
+    disputes: list[ProviderDisputeOut]
+
+
 class TransactionOut(Out):
     transaction_id: str
     kind: str

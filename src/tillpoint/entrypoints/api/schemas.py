@@ -49,7 +49,7 @@ from tillpoint.domain.payment import (
 )
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.domain.timestamps import rfc3339
-from tillpoint.service.ports import StoredEvent
+from tillpoint.service.ports import ProviderPayment, StoredEvent
 
 BRANDS = ", ".join(sorted(CARD_BRANDS))
 OrderId = Field(pattern=ORDER_ID_PATTERN)
@@ -287,6 +287,14 @@ class MockCompleteIn(Body):
     ) = None
 
 
+class MockDashboardIn(Body):
+    """A support agent's action in the mock's dashboard (`/api/v1/mock/dashboard/…`)."""
+
+    amount: AmountText | None = None
+    reason: FreeText | None = Field(None, max_length=500)
+    webhook: Literal["now", "late", "never"] = "never"
+
+
 class AmountIn(Body):
     amount: AmountText | None = None
 
@@ -419,6 +427,45 @@ def dispute_json(d: Dispute) -> dict[str, Any]:
         "created_at": rfc3339(d.created_at),
         "updated_at": rfc3339(d.updated_at),
         "closed_at": rfc3339(d.closed_at) if d.closed_at else None,
+    }
+
+
+def provider_payment_json(view: ProviderPayment) -> dict[str, Any]:
+    """A provider's whole view of one of its payments (the mock dashboard's answer)."""
+
+    def money(minor: int) -> str:
+        return Money(minor, view.currency).format()
+
+    return {
+        "provider_payment_id": view.provider_payment_id,
+        "payment_id": view.payment_id,
+        "status": view.status.value,
+        "amount": money(view.amount_minor),
+        "currency": view.currency,
+        "authorized_amount": money(view.authorized_minor),
+        "captured_amount": money(view.captured_minor),
+        "refunded_amount": money(view.refunded_minor),
+        "created_at": rfc3339(view.created_at),
+        "refunds": [
+            {
+                "provider_refund_id": r.reference,
+                "amount": money(r.amount_minor),
+                "status": r.status.value,
+                "idempotency_key": r.idempotency_key,
+                "created_at": rfc3339(r.created_at) if r.created_at else None,
+            }
+            for r in view.refunds
+        ],
+        "disputes": [
+            {
+                "provider_dispute_id": d.reference,
+                "amount": money(d.amount_minor),
+                "reason": d.reason,
+                "status": d.status,
+                "evidence_due_by": rfc3339(d.evidence_due_by) if d.evidence_due_by else None,
+            }
+            for d in view.disputes
+        ],
     }
 
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, BackgroundTasks, Query, Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +22,7 @@ from tillpoint.entrypoints.api.models import (
     EventList,
     PaymentOut,
     PaymentPage,
+    ProviderPaymentOut,
     RefundOut,
     RunStarted,
 )
@@ -32,12 +33,14 @@ from tillpoint.entrypoints.api.schemas import (
     CreatePaymentIn,
     ListPaymentsQuery,
     MockCompleteIn,
+    MockDashboardIn,
     NoFieldsIn,
     RefundIn,
     VoidIn,
     amount_in,
     event_json,
     payment_json,
+    provider_payment_json,
     refund_json,
 )
 from tillpoint.service import janitor, payments
@@ -45,6 +48,8 @@ from tillpoint.service.identity import Principal
 from tillpoint.service.ports import PaymentFilter
 
 router = APIRouter(prefix="/api/v1/payments", tags=["payments"])
+# The mock gateway's own console, beside its `mock/complete` (included by the app).
+mock_router = APIRouter(prefix="/api/v1/mock", tags=["mock gateway"])
 
 
 @router.post(
@@ -195,6 +200,38 @@ async def mock_complete(
         return 200, payment_json(payment)
 
     return await idempotent(request, principal, container, action)
+
+
+@mock_router.post(
+    "/dashboard/{provider_payment_id}/{action}",
+    summary="Act on a mock payment as a support agent in the provider's dashboard would",
+    responses={**ok(ProviderPaymentOut), **answers(400, 401, 403, 404, 409, 413, 422)},
+    openapi_extra=IDEMPOTENT,
+)
+async def mock_dashboard(
+    provider_payment_id: str,
+    action: Literal["refund", "capture", "cancel", "dispute"],
+    request: Request,
+    principal: Admin,
+    container: ContainerDep,
+    body: MockDashboardIn | None = None,
+) -> Response:
+    """The mock's side only (its own ledger), never tillpoint's payment; the answer is the
+    mock's view of its payment afterwards."""
+    given = body or MockDashboardIn()
+
+    async def action_(attempt: Attempt) -> tuple[int, Any]:
+        view = await container.mock.dashboard(
+            provider_payment_id,
+            action,
+            key=attempt.request_key,
+            amount=given.amount,
+            reason=given.reason,
+            webhook=given.webhook,
+        )
+        return 200, provider_payment_json(view)
+
+    return await idempotent(request, principal, container, action_)
 
 
 async def with_client_secret(
