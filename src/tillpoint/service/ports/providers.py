@@ -7,14 +7,20 @@ provider would refuse for its currency, amount or capture method is a 422 before
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
-from tillpoint.domain.payment import CaptureMethod, OperationKind, Outcome, PaymentMethod
+from tillpoint.domain.payment import (
+    CaptureMethod,
+    OperationKind,
+    Outcome,
+    PaymentMethod,
+    ProviderStatus,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +46,50 @@ class Lookup:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderRefund:
+    """A refund as the provider keeps it, whoever made it (our call or its dashboard)."""
+
+    reference: str  # the provider's refund id (`re_…`)
+    amount_minor: int
+    status: ProviderStatus  # REFUNDED (succeeded), PROCESSING (pending) or FAILED
+    # The provider idempotency key we sent it with (`pay_…:refund:3`), when we made it; None
+    # for a refund made at the provider (a support agent in its dashboard).
+    idempotency_key: str | None
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDispute:
+    """A chargeback as the provider reports it."""
+
+    reference: str  # the provider's dispute id (`dp_…`)
+    amount_minor: int
+    reason: str
+    status: str  # needs_response | under_review | won | lost
+    evidence_due_by: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPayment:
+    """The provider's whole view of one payment, for reconciliation: where it stands, how much
+    money moved, and every refund and dispute it has, made by us or not."""
+
+    provider_payment_id: str
+    status: ProviderStatus  # REQUIRES_ACTION, PROCESSING, AUTHORIZED, CAPTURED, REFUNDED, …
+    currency: str
+    amount_minor: int  # what was asked for
+    authorized_minor: int  # held and not yet captured or released
+    captured_minor: int
+    refunded_minor: int  # succeeded refunds
+    created_at: datetime
+    # Our payment id, when the provider carries it (metadata); None for a payment we never
+    # made (created in the provider's dashboard or by another integration).
+    payment_id: str | None = None
+    refunds: tuple[ProviderRefund, ...] = ()
+    disputes: tuple[ProviderDispute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Limits:
     """The smallest and largest charge a provider takes in a currency, in minor units."""
 
@@ -62,6 +112,9 @@ class Capabilities:
     # What `payment_method.token` must start with (Stripe: a PaymentMethod id, `pm_`); None:
     # the provider takes a payment without a token, and any token.
     token_prefix: str | None = None
+    # Whether `payments(...)` lists the provider's payments of a window (so reconciliation
+    # finds payments we do not know); without it only our own are looked up one by one.
+    lists_payments: bool = False
 
     def check_token(self, provider: str, token: str | None, *, confirming: bool) -> None:
         """Refuse (422) a payment method this provider cannot charge: a token of the wrong
@@ -140,6 +193,17 @@ class PaymentProvider(Protocol):
     async def get_transaction(self, lookup: Lookup) -> Outcome | None:
         """The truth about the operation sent with `lookup.idempotency_key`; None if the
         provider never saw it."""
+        ...
+
+    async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        """The provider's view of one payment; None if it has no such payment."""
+        ...
+
+    def payments(
+        self, created_from: datetime, created_to: datetime
+    ) -> AsyncIterator[ProviderPayment]:
+        """Every payment the provider has created in [created_from, created_to), page by page
+        (only when `capabilities.lists_payments`; otherwise it yields nothing)."""
         ...
 
     async def client_secret(
