@@ -23,7 +23,7 @@ from tillpoint.entrypoints.api.models import (
     PaymentOut,
     PaymentPage,
     RefundOut,
-    RunStarted,
+    RunOut,
 )
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, IDEMPOTENT_OR_BODY_KEY, answers, ok
 from tillpoint.entrypoints.api.schemas import (
@@ -32,15 +32,16 @@ from tillpoint.entrypoints.api.schemas import (
     CreatePaymentIn,
     ListPaymentsQuery,
     MockCompleteIn,
-    NoFieldsIn,
+    ReconcileIn,
     RefundIn,
     VoidIn,
     amount_in,
     event_json,
     payment_json,
     refund_json,
+    run_json,
 )
-from tillpoint.service import janitor, payments
+from tillpoint.service import payments, reconciliation
 from tillpoint.service.identity import Principal
 from tillpoint.service.ports import PaymentFilter
 
@@ -97,8 +98,8 @@ async def list_payments(
 @router.post(
     "/reconcile",
     status_code=202,
-    summary="Start a reconciliation pass (admin)",
-    responses={**ok(RunStarted, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
+    summary="Start a reconciliation run (admin)",
+    responses={**ok(RunOut, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
     openapi_extra=IDEMPOTENT,
 )
 async def reconcile(
@@ -106,15 +107,23 @@ async def reconcile(
     principal: Admin,
     container: ContainerDep,
     background: BackgroundTasks,
-    body: NoFieldsIn | None = None,
+    body: ReconcileIn | None = None,
 ) -> Response:
-    """Asks the providers about every open operation, after the answer is sent. Declared before
-    the `/{payment_id}` routes so `reconcile` is never read as a payment id."""
+    """Compares the providers' view with ours over a window, after the answer is sent (the
+    run's progress is `GET /api/v1/admin/reconciliation/runs/{run_id}`). Declared before the
+    `/{payment_id}` routes so `reconcile` is never read as a payment id."""
+    window = body or ReconcileIn()
 
     async def action(_: Attempt) -> tuple[int, Any]:
-        run_id = await janitor.start_reconciliation(deps=container.deps)
-        background.add_task(janitor.reconcile, run_id, deps=container.deps)
-        return 202, {"run_id": run_id}
+        run = await reconciliation.start_run(
+            deps=container.deps,
+            provider=window.provider,
+            created_from=window.created_from,
+            created_to=window.created_to,
+        )
+        assert run is not None  # only a scheduled run (with a slot) can be refused
+        background.add_task(reconciliation.run_pass, run.run_id, deps=container.deps)
+        return 202, run_json(run)
 
     return await idempotent(request, principal, container, action)
 
