@@ -70,8 +70,8 @@ EXPECTED: dict[PaymentStatus, frozenset[ProviderStatus]] = {
     S.PROCESSING: frozenset({P.PROCESSING}),
     S.REQUIRES_ACTION: frozenset({P.REQUIRES_ACTION}),
     S.AUTHORIZED: frozenset({P.AUTHORIZED}),
-    S.CAPTURED: frozenset({P.CAPTURED}),
-    S.PARTIALLY_REFUNDED: frozenset({P.CAPTURED}),
+    S.CAPTURED: frozenset({P.CAPTURED, P.REFUNDED}),  # refunds are compared one by one
+    S.PARTIALLY_REFUNDED: frozenset({P.CAPTURED, P.REFUNDED}),
     S.REFUNDED: frozenset({P.REFUNDED}),
     S.FAILED: frozenset({P.FAILED, P.CANCELED, P.REQUIRES_ACTION}),
     S.CANCELED: frozenset({P.CANCELED, P.FAILED}),
@@ -440,7 +440,8 @@ class Check:
             return
         if self.payment.status in CAPTURED:
             await self._captured_amount(theirs)
-            await self._refunds(theirs)
+            if not await self._refunds(theirs):
+                await self._refunded_amount(theirs)
 
     async def _held_moved(self, theirs: ProviderPayment) -> None:
         """A held payment the provider captured or released without us (its dashboard)."""
@@ -491,7 +492,19 @@ class Check:
                 theirs,
             )
 
-    async def _refunds(self, theirs: ProviderPayment) -> None:
+    async def _refunded_amount(self, theirs: ProviderPayment) -> None:
+        await self._reload()
+        if theirs.refunded_minor != self.payment.refunded_minor:
+            await self._flag(
+                Kind.AMOUNT_MISMATCH,
+                f"refunded:{self.payment.refunded_minor}:{theirs.refunded_minor}",
+                "the refunded amounts differ",
+                theirs,
+            )
+
+    async def _refunds(self, theirs: ProviderPayment) -> bool:
+        """Heal or flag each refund on one side only; True when one was flagged."""
+        flagged = False
         async with self.deps.uow() as uow:
             ours = await uow.refunds.for_payment(self.payment.id)
             ops = await uow.operations.for_payment(self.payment.id)
@@ -514,6 +527,7 @@ class Check:
                     "the provider refunded more than we can explain",
                     theirs,
                 )
+                flagged = True
                 continue
             await self._heal(
                 theirs,
@@ -540,6 +554,8 @@ class Check:
                     f"our refund {mine.id} succeeded but the provider has no such refund",
                     theirs,
                 )
+                flagged = True
+        return flagged
 
     # -- 3. operations nobody could settle -------------------------------------------------
 
