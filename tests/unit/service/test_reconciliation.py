@@ -230,7 +230,7 @@ async def test_a_run_whose_heartbeat_stopped_is_marked_failed(w: World) -> None:
     assert await reconciliation.fail_abandoned(deps=w.deps) == 1
     run_ = await reconciliation.get_run(started.run_id, deps=w.deps)
     assert run_.status is RunStatus.FAILED
-    assert run_.error is not None and run_.error.startswith("abandoned")
+    assert (run_.error or "").startswith("abandoned")
     assert await reconciliation.fail_abandoned(deps=w.deps) == 0
 
 
@@ -238,7 +238,8 @@ async def test_one_scheduled_run_per_slot(w: World, views: Views) -> None:
     first = await reconciliation.run_scheduled(deps=w.deps)
     second = await reconciliation.run_scheduled(deps=w.deps)
 
-    assert first is not None and first.status is RunStatus.FINISHED
+    assert first is not None
+    assert first.status is RunStatus.FINISHED
     assert second is None
     w.clock.advance(w.deps.config.reconcile_interval)
     assert await reconciliation.run_scheduled(deps=w.deps) is not None
