@@ -46,7 +46,7 @@ def default_loops(container: Container) -> list[Loop]:
         Loop(
             "reconciliation.abandoned",
             lambda: reconciliation.fail_abandoned(deps=deps),
-            max(interval, 30.0),
+            interval,
         )
     )
     every = container.settings.reconcile_interval.total_seconds()

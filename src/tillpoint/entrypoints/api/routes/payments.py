@@ -23,7 +23,7 @@ from tillpoint.entrypoints.api.models import (
     PaymentOut,
     PaymentPage,
     RefundOut,
-    RunOut,
+    RunStarted,
 )
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, IDEMPOTENT_OR_BODY_KEY, answers, ok
 from tillpoint.entrypoints.api.schemas import (
@@ -39,7 +39,6 @@ from tillpoint.entrypoints.api.schemas import (
     event_json,
     payment_json,
     refund_json,
-    run_json,
 )
 from tillpoint.service import payments, reconciliation
 from tillpoint.service.identity import Principal
@@ -99,7 +98,7 @@ async def list_payments(
     "/reconcile",
     status_code=202,
     summary="Start a reconciliation run (admin)",
-    responses={**ok(RunOut, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
+    responses={**ok(RunStarted, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
     openapi_extra=IDEMPOTENT,
 )
 async def reconcile(
@@ -123,7 +122,7 @@ async def reconcile(
         )
         assert run is not None  # only a scheduled run (with a slot) can be refused
         background.add_task(reconciliation.run_pass, run.run_id, deps=container.deps)
-        return 202, run_json(run)
+        return 202, {"run_id": run.run_id}
 
     return await idempotent(request, principal, container, action)
 
