@@ -29,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from tillpoint.domain.errors import NotFound
+from tillpoint.domain.errors import DomainError, NotFound
 from tillpoint.domain.ids import new_id
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext
@@ -44,12 +44,14 @@ from tillpoint.domain.payment import (
 )
 from tillpoint.domain.reconciliation import Action, Discrepancy, Kind, Run, RunStatus
 from tillpoint.service.context import Deps
+from tillpoint.service.disputes import apply_dispute
 from tillpoint.service.janitor import in_flight, resolve_open_operations, resolve_operation
 from tillpoint.service.outcomes import apply_outcome
 from tillpoint.service.ports import (
     DiscrepancyFilter,
     PaymentFilter,
     PaymentProvider,
+    ProviderDispute,
     ProviderError,
     ProviderPayment,
     ProviderTimeout,
@@ -442,6 +444,8 @@ class Check:
             await self._captured_amount(theirs)
             if not await self._refunds(theirs):
                 await self._refunded_amount(theirs)
+            for dispute in theirs.disputes:
+                await self._dispute(dispute, theirs)
 
     async def _held_moved(self, theirs: ProviderPayment) -> None:
         """A held payment the provider captured or released without us (its dashboard)."""
@@ -556,6 +560,54 @@ class Check:
                 )
                 flagged = True
         return flagged
+
+    async def _dispute(self, dispute: ProviderDispute, theirs: ProviderPayment) -> None:
+        """A chargeback we had not heard of (or whose news we missed) is recorded, through the
+        same rule as the provider's dispute webhooks; one the rule refuses is flagged."""
+        provider = self.payment.provider
+        refused: Exception | None = None
+        async with self.deps.uow() as uow:
+            known = await uow.disputes.by_provider_id(provider, dispute.reference)
+            if known is not None and known.status.value == dispute.status:
+                return  # we know it as the provider does
+            payment = await uow.payments.get(self.payment.id, for_update=True)
+            if payment is None:
+                return
+            try:
+                recorded = await apply_dispute(
+                    uow,
+                    payment,
+                    reference=dispute.reference,
+                    amount_minor=dispute.amount_minor,
+                    reason=dispute.reason,
+                    status=dispute.status,
+                    evidence_due_by=dispute.evidence_due_by,
+                    deps=self.deps,
+                    source=RECONCILIATION.source,
+                )
+            except (DomainError, ValueError) as exc:
+                refused = exc  # nothing is committed: the transaction ends unsaved
+            else:
+                if recorded.changed:
+                    await self._record(
+                        Kind.DISPUTE_OPENED if recorded.opened else Kind.STATUS_MISMATCH,
+                        Action.HEALED,
+                        f"dispute:{dispute.reference}:{dispute.status}",
+                        f"the provider's dispute {dispute.reference} ({dispute.status}) was "
+                        + ("not recorded here" if recorded.opened else "not up to date here"),
+                        uow=uow,
+                        ours={"dispute_status": known.status.value if known else None},
+                        theirs=_view(theirs),
+                    )
+                await uow.commit()
+        if refused is not None:
+            await self._flag(
+                Kind.DISPUTE_OPENED,
+                f"dispute:{dispute.reference}:{dispute.status}",
+                f"the provider's dispute {dispute.reference} cannot be recorded: {refused}",
+                theirs,
+            )
+        await self._reload()
 
     # -- 3. operations nobody could settle -------------------------------------------------
 

@@ -17,7 +17,12 @@ from tillpoint.domain.order import OrderStatus
 from tillpoint.domain.payment import Payment, PaymentStatus, ProviderStatus, RefundStatus
 from tillpoint.domain.reconciliation import Action, Kind, Run, RunStatus
 from tillpoint.service import reconciliation
-from tillpoint.service.ports import DiscrepancyFilter, ProviderPayment, ProviderRefund
+from tillpoint.service.ports import (
+    DiscrepancyFilter,
+    ProviderDispute,
+    ProviderPayment,
+    ProviderRefund,
+)
 
 S, P = PaymentStatus, ProviderStatus
 
@@ -243,3 +248,27 @@ async def test_one_scheduled_run_per_slot(w: World, views: Views) -> None:
     assert second is None
     w.clock.advance(w.deps.config.reconcile_interval)
     assert await reconciliation.run_scheduled(deps=w.deps) is not None
+
+
+async def test_a_chargeback_we_had_not_heard_of_is_recorded(w: World, views: Views) -> None:
+    payment = await confirmed(w, minor=1_000)
+    dispute = ProviderDispute("dp_found", 1_000, "fraudulent", "needs_response")
+    views.by_id[payment.provider_payment_id or ""] = view_of(
+        payment, P.CAPTURED, disputes=(dispute,)
+    )
+
+    done = await run(w)
+
+    assert await found(w, done) == [(Kind.DISPUTE_OPENED, Action.HEALED)]
+    assert w.store.payment(payment.id).disputed_minor == 1_000
+    assert w.store.routing_keys(payment.id)[-1] == "payment.disputed"
+    again = await run(w)
+    assert (again.healed, again.flagged) == (0, 0)
+    assert w.store.routing_keys(payment.id).count("payment.disputed") == 1
+
+    views.by_id[payment.provider_payment_id or ""] = view_of(
+        payment, P.CAPTURED, disputes=(replace(dispute, status="lost"),)
+    )
+    closed = await run(w)
+    assert await found(w, closed) == [(Kind.STATUS_MISMATCH, Action.HEALED)]
+    assert w.store.routing_keys(payment.id)[-1] == "payment.dispute_closed"

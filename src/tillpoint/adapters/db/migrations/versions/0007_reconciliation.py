@@ -17,7 +17,7 @@ from alembic import op
 import tillpoint.adapters.db.tables
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
