@@ -115,6 +115,7 @@ class Bench:
             "TILLPOINT_ORDER_CREATED_QUEUE": CONSUMED_QUEUES[1],
             "TILLPOINT_MOCK_WEBHOOK_SECRET": self.secret,
             "TILLPOINT_RATE_LIMITS": "{}",  # the load is one client by design: no limit
+            "TILLPOINT_RECONCILE_INTERVAL": "0",  # measured on its own, not during the load
             "TILLPOINT_STATE_DIR": str(self.config.work / "state"),
         }
         if broker and self.config.broker_url:

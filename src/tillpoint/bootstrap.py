@@ -90,6 +90,17 @@ class Container:
         report_outbox_health(health, self.telemetry)
         return health
 
+    async def reconciliation_age(self) -> float | None:
+        """Seconds since the last finished reconciliation run (None: none yet), also set on
+        its gauge; read from the database, so every process reports it."""
+        async with self.deps.uow() as uow:
+            finished = await uow.reconciliations.last_finished_at()
+        if finished is None:
+            return None
+        age = max(0.0, (self.deps.clock.now() - finished).total_seconds())
+        self.telemetry.gauge("reconciliation_last_run_age_seconds", age)
+        return age
+
     async def aclose(self) -> None:
         if self.publisher is not None:
             await self.publisher.close()
@@ -180,6 +191,10 @@ def service_config(settings: Settings) -> ServiceConfig:
         provider_timeout=call_policy(settings).budget(),
         recheck_schedule=settings.recheck_schedule,
         idempotency_ttl=settings.idempotency_ttl,
+        reconcile_window=settings.reconcile_window,
+        reconcile_interval=settings.reconcile_interval,
+        reconcile_stale_after=settings.reconcile_stale_after,
+        reconcile_stuck_after=settings.reconcile_stuck_after,
     )
 
 

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     provider_breaker_reset: Duration = timedelta(seconds=30)
     recheck_schedule: Durations = (timedelta(minutes=5), timedelta(hours=1), timedelta(days=1))
     janitor_interval: Duration = timedelta(seconds=5)
+    # Reconciliation against the providers (service/reconciliation.py, docs/operations.md).
+    reconcile_interval: Duration = timedelta(hours=1)
+    reconcile_window: Duration = timedelta(hours=48)
+    reconcile_stale_after: Duration = timedelta(minutes=5)
+    reconcile_stuck_after: Duration = timedelta(hours=24)
     mock_delay_ms: int = Field(0, ge=0, le=60_000)
     mock_webhook_secret: SecretStr | None = None
     mock_webhook_url: str = ""

@@ -23,7 +23,11 @@ from tests.security.roles import ACCESS, CALLERS, Access, Caller, Route, app_rou
 from tests.support import flows
 from tests.support.oidc import FakeIssuer, oidc_client, serve
 from tests.webhooks.support import deliver, mock_event
+from tillpoint.bootstrap import Container
+from tillpoint.domain.ids import new_id
+from tillpoint.domain.reconciliation import Action, Discrepancy, Kind
 from tillpoint.entrypoints.api.app import create_app
+from tillpoint.service import reconciliation
 
 ROUTES: Final = app_routes(create_app())
 
@@ -39,6 +43,8 @@ class World:
     order_id: str
     payment_id: str
     webhook_event_id: str
+    run_id: str = ""
+    discrepancy_id: str = ""
     provider: str = "mock"
 
 
@@ -48,6 +54,8 @@ class Oidc:
     issuer: FakeIssuer
     buyer: str
     webhook_event_id: str
+    run_id: str
+    discrepancy_id: str
 
     def headers(self, caller: Caller) -> dict[str, str]:
         sent = {"Idempotency-Key": new_key()}
@@ -69,18 +77,43 @@ class Oidc:
                 f"/api/v1/payments/{payment_id}/capture", headers=self.headers("service")
             )
             assert captured.status_code == 200, captured.text
-        return World(order_id, payment_id, self.webhook_event_id)
+        return World(order_id, payment_id, self.webhook_event_id, self.run_id, self.discrepancy_id)
 
 
 @pytest.fixture(scope="module")
 async def oidc(database_url: str) -> AsyncIterator[Oidc]:
-    async with serve(FakeIssuer()) as issuer, oidc_client(database_url, issuer) as (http, _):
+    async with (
+        serve(FakeIssuer()) as issuer,
+        oidc_client(database_url, issuer) as (http, container),
+    ):
         stored = await deliver(http, mock_event("payment.authorized", "mock_unknown"))
         assert stored.status_code == 200, stored.text
         events = await http.get("/api/v1/admin/webhooks/events", headers=headers(ADMIN_KEY))
         assert events.status_code == 200, events.text
         event_id = events.json()["data"][0]["webhook_event_id"]
-        yield Oidc(http, issuer, f"buyer-{uuid.uuid4()}", event_id)
+        run_id, discrepancy_id = await flagged_discrepancy(container)
+        yield Oidc(http, issuer, f"buyer-{uuid.uuid4()}", event_id, run_id, discrepancy_id)
+
+
+async def flagged_discrepancy(container: Container) -> tuple[str, str]:
+    """A finished run with one flagged discrepancy, for the routes that name them."""
+    deps = container.deps
+    run = await reconciliation.start_run(deps=deps, created_from=deps.clock.now())
+    assert run is not None
+    found = Discrepancy(
+        id=new_id("dsc"),
+        run_id=run.run_id,
+        provider="mock",
+        kind=Kind.MISSING_LOCALLY,
+        action=Action.FLAGGED,
+        fingerprint=f"test:{uuid.uuid4()}",
+        detail="made by the role matrix",
+        created_at=deps.clock.now(),
+    )
+    async with deps.uow() as uow:
+        assert await uow.reconciliations.add_discrepancy(found)
+        await uow.commit()
+    return run.run_id, found.id
 
 
 def _order_body(world: World) -> dict[str, Any]:
@@ -100,6 +133,9 @@ BODIES: Final[dict[Route, Callable[[World], Any]]] = {
     ("POST", "/api/v1/payments/{payment_id}/mock/complete"): lambda w: {"result": "SUCCESS"},
     ("POST", "/api/v1/checkout/orders/{order_id}/payments/authorize"): lambda w: {},
     ("POST", "/api/v1/checkout/orders/{order_id}/submit-payment"): lambda w: {},
+    ("POST", "/api/v1/admin/reconciliation/discrepancies/{discrepancy_id}/resolve"): lambda w: {
+        "note": "looked at it"
+    },
 }
 # The state a changing route's allowed caller finds (a fresh world each), `authorized` unless
 # named here: the state in which the request is one the route carries out.
@@ -127,6 +163,8 @@ async def call(oidc: Oidc, route: Route, world: World, caller: Caller) -> httpx.
         order_id=world.order_id,
         payment_id=world.payment_id,
         webhook_event_id=world.webhook_event_id,
+        run_id=world.run_id,
+        discrepancy_id=world.discrepancy_id,
         provider=world.provider,
     )
     body = BODIES[route](world) if route in BODIES else None

@@ -89,6 +89,8 @@ def server_env(
             "TILLPOINT_STATE_DIR": str(state_dir),
             "TILLPOINT_MOCK_WEBHOOK_SECRET": MOCK_WEBHOOK_SECRET,
             "TILLPOINT_RATE_LIMITS": "{}",  # off unless a test sets limits
+            # No scheduled reconciliation: it would compare (and heal) other tests' payments.
+            "TILLPOINT_RECONCILE_INTERVAL": "0",
         }
     )
     env.update({f"TILLPOINT_{k.upper()}": v for k, v in settings.items()})

@@ -36,6 +36,7 @@ from tillpoint.domain.payment import (
     Refund,
 )
 from tillpoint.domain.payment.events import PaymentEvent, Published
+from tillpoint.domain.reconciliation import Discrepancy, Run, RunStatus
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.service.context import Deps, ServiceConfig
 from tillpoint.service.messages import EventDialect, outbox_message
@@ -45,6 +46,7 @@ from tillpoint.service.ports import (
     AuthorizeRequest,
     Capabilities,
     Clock,
+    DiscrepancyFilter,
     DisputeFilter,
     DisputeRepository,
     InboxEntry,
@@ -92,16 +94,6 @@ class OutboxRow:
 
 
 @dataclass(slots=True)
-class ReconciliationRun:
-    run_id: str
-    status: str
-    started_at: datetime
-    finished_at: datetime | None = None
-    checked: int = 0
-    resolved: int = 0
-
-
-@dataclass(slots=True)
 class FakeStore:
     """The committed rows, table by table. Tests read (never write) it to see what a use case
     committed; the helpers below answer the usual questions."""
@@ -114,7 +106,8 @@ class FakeStore:
     refunds: dict[str, Refund] = field(default_factory=dict)
     disputes: dict[str, Dispute] = field(default_factory=dict)
     snapshots: dict[str, CheckoutSnapshot] = field(default_factory=dict)
-    reconciliations: dict[str, ReconciliationRun] = field(default_factory=dict)
+    reconciliations: dict[str, Run] = field(default_factory=dict)
+    discrepancies: dict[str, Discrepancy] = field(default_factory=dict)
     outbox: dict[int, OutboxRow] = field(default_factory=dict)
     inbox: dict[tuple[str, str], InboxEntry] = field(default_factory=dict)
     webhooks: dict[str, StoredWebhook] = field(default_factory=dict)
@@ -199,6 +192,7 @@ class _Transaction:
         self.disputes = _Staged(store.disputes)
         self.snapshots = _Staged(store.snapshots)
         self.reconciliations = _Staged(store.reconciliations)
+        self.discrepancies = _Staged(store.discrepancies)
         self.outbox = _Staged(store.outbox)
         self.inbox = _Staged(store.inbox)
         self.webhooks = _Staged(store.webhooks)
@@ -212,6 +206,7 @@ class _Transaction:
             self.disputes,
             self.snapshots,
             self.reconciliations,
+            self.discrepancies,
             self.outbox,
             self.inbox,
             self.webhooks,
@@ -466,16 +461,71 @@ class FakeReconciliations:
     def __init__(self, tx: _Transaction) -> None:
         self.tx = tx
 
-    async def start(self, run_id: str, now: datetime) -> None:
-        self.tx.reconciliations.insert(run_id, ReconciliationRun(run_id, "RUNNING", now))
+    async def add(self, run: Run) -> bool:
+        if run.slot is not None and any(r.slot == run.slot for r in self.tx.reconciliations.rows()):
+            return False
+        self.tx.reconciliations.insert(run.run_id, run)
+        return True
 
-    async def finish(
-        self, run_id: str, now: datetime, *, status: str, checked: int, resolved: int
-    ) -> None:
-        run = self.tx.reconciliations.get(run_id)
-        assert run is not None, f"reconciliation {run_id} was never started"
-        run.status, run.finished_at, run.checked, run.resolved = status, now, checked, resolved
-        self.tx.reconciliations.put(run_id, run)
+    async def get(self, run_id: str, *, for_update: bool = False) -> Run | None:
+        return self.tx.reconciliations.get(run_id)
+
+    async def save(self, run: Run) -> None:
+        assert run.run_id in self.tx.reconciliations, f"run {run.run_id} was never added"
+        self.tx.reconciliations.put(run.run_id, run)
+
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[Run], str | None]:
+        runs = sorted(
+            (r for r in self.tx.reconciliations.rows() if cursor is None or r.run_id < cursor),
+            key=lambda r: r.run_id,
+            reverse=True,
+        )
+        if len(runs) > limit:
+            return runs[:limit], runs[limit - 1].run_id
+        return runs, None
+
+    async def running(self) -> list[Run]:
+        return [r for r in self.tx.reconciliations.rows() if r.status is RunStatus.RUNNING]
+
+    async def last_finished_at(self) -> datetime | None:
+        done = [
+            r.finished_at
+            for r in self.tx.reconciliations.rows()
+            if r.status is RunStatus.FINISHED and r.finished_at is not None
+        ]
+        return max(done, default=None)
+
+    async def add_discrepancy(self, found: Discrepancy) -> bool:
+        if any(d.fingerprint == found.fingerprint for d in self.tx.discrepancies.rows()):
+            return False
+        self.tx.discrepancies.insert(found.id, found)
+        return True
+
+    async def discrepancy(
+        self, discrepancy_id: str, *, for_update: bool = False
+    ) -> Discrepancy | None:
+        return self.tx.discrepancies.get(discrepancy_id)
+
+    async def save_discrepancy(self, found: Discrepancy) -> None:
+        self.tx.discrepancies.put(found.id, found)
+
+    async def discrepancies(
+        self, run_id: str, filters: DiscrepancyFilter, limit: int, cursor: str | None
+    ) -> tuple[list[Discrepancy], str | None]:
+        rows = sorted(
+            (
+                d
+                for d in self.tx.discrepancies.rows()
+                if d.run_id == run_id
+                and (filters.kind is None or d.kind.value == filters.kind)
+                and (filters.action is None or d.action.value == filters.action)
+                and (cursor is None or d.id > cursor)
+            ),
+            key=lambda d: d.id,
+        )
+        if len(rows) > limit:
+            return rows[:limit], rows[limit - 1].id
+        return rows, None
 
 
 class FakeOutbox:

@@ -47,6 +47,12 @@ COUNTERS: Final[dict[str, Counter]] = {
     "outbox_published_total": Counter(
         "outbox_published", "Outbox rows published to the broker", [], registry=REGISTRY
     ),
+    "reconciliation_discrepancies_total": Counter(
+        "reconciliation_discrepancies",
+        "Discrepancies found by reconciliation runs, by kind and action (healed or flagged)",
+        ["kind", "action"],
+        registry=REGISTRY,
+    ),
     "janitor_resolved_total": Counter(
         "janitor_resolved",
         "Open provider operations resolved by asking the provider",
@@ -80,6 +86,11 @@ GAUGES: Final[dict[str, Gauge]] = {
     ),
     "webhook_backlog": Gauge(
         "webhook_backlog", "Stored webhooks waiting to be processed", registry=REGISTRY
+    ),
+    "reconciliation_last_run_age_seconds": Gauge(
+        "reconciliation_last_run_age_seconds",
+        "Time since the last reconciliation run that finished (from the database on each scrape)",
+        registry=REGISTRY,
     ),
     "provider_circuit_state": Gauge(
         "provider_circuit_state",

@@ -17,7 +17,8 @@ from typing import Any
 import structlog
 
 from tillpoint.bootstrap import Container, outbox_relay
-from tillpoint.service import janitor, webhooks
+from tillpoint.service import janitor, reconciliation, webhooks
+from tillpoint.service.context import Deps
 
 log = structlog.get_logger("tillpoint.worker")
 
@@ -41,6 +42,16 @@ def default_loops(container: Container) -> list[Loop]:
             max(interval, 60.0),
         ),
     ]
+    loops.append(
+        Loop(
+            "reconciliation.abandoned",
+            lambda: reconciliation.fail_abandoned(deps=deps),
+            interval,
+        )
+    )
+    every = container.settings.reconcile_interval.total_seconds()
+    if every > 0:  # 0 turns the schedule off (runs still start from the API)
+        loops.append(Loop("reconciliation.scheduled", lambda: _scheduled(deps), min(every, 60.0)))
     inbox = container.webhooks
     if inbox is not None:
         loops.append(
@@ -56,6 +67,12 @@ def default_loops(container: Container) -> list[Loop]:
             Loop("outbox.relay", relay.step, container.settings.outbox_interval.total_seconds())
         )
     return loops
+
+
+async def _scheduled(deps: Deps) -> int:
+    """Start this interval's run if no worker has; 0 either way (the loop then sleeps)."""
+    await reconciliation.run_scheduled(deps=deps)
+    return 0
 
 
 Service = Callable[[asyncio.Event], Coroutine[Any, Any, None]]  # runs until the event is set

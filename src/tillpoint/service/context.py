@@ -36,6 +36,13 @@ class ServiceConfig:
     # How long an Idempotency-Key is kept: a request key matches the work of the same request
     # only within this time (a key used again after it was reaped is a new request).
     idempotency_ttl: timedelta = timedelta(hours=24)
+    # Reconciliation: the window a scheduled run compares, how often one runs, how long a
+    # RUNNING run may go without a heartbeat before it counts as dead, and how long an
+    # operation may stay unresolved before it is reported `stuck`.
+    reconcile_window: timedelta = timedelta(hours=48)
+    reconcile_interval: timedelta = timedelta(hours=1)
+    reconcile_stale_after: timedelta = timedelta(minutes=5)
+    reconcile_stuck_after: timedelta = timedelta(hours=24)
 
     def next_check(self, check_count: int) -> timedelta:
         return self.recheck_schedule[min(check_count, len(self.recheck_schedule) - 1)]

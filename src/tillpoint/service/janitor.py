@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 import structlog
 
-from tillpoint.domain.ids import new_id
 from tillpoint.domain.order import ChangeContext
 from tillpoint.domain.payment import (
     NoAnswer,
@@ -36,7 +35,7 @@ BATCH = 50
 JANITOR = ChangeContext(source="janitor", actor="janitor")
 
 
-def _in_flight(op: Operation, now: datetime, deps: Deps) -> bool:
+def in_flight(op: Operation, now: datetime, deps: Deps) -> bool:
     """A PENDING operation touched within the provider timeout (plus a margin) may be with the
     provider right now: asking about it could find nothing and wrongly fail a charge that is
     about to happen. Sending an operation (`Operation.send`) touches `updated_at`."""
@@ -57,7 +56,7 @@ async def _claim(deps: Deps, *, everything: bool, seen: set[str]) -> list[Operat
             if op.id in seen:
                 continue
             seen.add(op.id)
-            if _in_flight(op, now, deps):
+            if in_flight(op, now, deps):
                 op.defer(op.updated_at + grace)
                 await uow.operations.save(op)
                 continue
@@ -82,7 +81,7 @@ async def resolve_open_operations(
         ops = await _claim(deps, everything=everything, seen=seen)
         for op in ops:
             try:
-                settled += await _resolve(op, deps=deps)
+                settled += await resolve_operation(op, deps=deps)
             except Exception:
                 log.exception("janitor.resolve_failed", transaction_id=op.id)
         checked += len(ops)
@@ -90,47 +89,7 @@ async def resolve_open_operations(
             return checked if counts is None else counts(checked, settled)
 
 
-async def start_reconciliation(*, deps: Deps) -> str:
-    """Record a reconciliation run as RUNNING; `reconcile` then does the work."""
-    run_id = new_id("recon")
-    async with deps.uow() as uow:
-        await uow.reconciliations.start(run_id, deps.clock.now())
-        await uow.commit()
-    log.info("reconciliation.started", run_id=run_id)
-    return run_id
-
-
-async def reconcile(run_id: str, *, deps: Deps) -> int:
-    """A reconciliation pass (`POST /payments/reconcile`): ask about every open operation, and
-    record on the run how many were checked and how many are settled now."""
-    totals: list[int] = []
-
-    def record(checked: int, settled: int) -> int:
-        totals[:] = [checked, settled]
-        return checked
-
-    status = "FAILED"
-    try:
-        await resolve_open_operations(deps=deps, everything=True, counts=record)
-        status = "FINISHED"
-    finally:
-        checked, settled = totals or [0, 0]
-        async with deps.uow() as uow:
-            await uow.reconciliations.finish(
-                run_id, deps.clock.now(), status=status, checked=checked, resolved=settled
-            )
-            await uow.commit()
-        log.info(
-            "reconciliation.finished",
-            run_id=run_id,
-            status=status,
-            checked=checked,
-            resolved=settled,
-        )
-    return checked
-
-
-async def _resolve(op: Operation, *, deps: Deps) -> bool:
+async def resolve_operation(op: Operation, *, deps: Deps) -> bool:
     """Ask the provider about one operation; True when its outcome is now settled."""
     async with deps.uow() as uow:
         payment = await uow.payments.get(op.payment_id)

@@ -12,12 +12,12 @@ from tests.unit.fakes import Lost, World
 from tests.unit.service.steps import API, initiated
 from tillpoint.domain.order import OrderStatus
 from tillpoint.domain.payment import OperationStatus, PaymentStatus, ProviderStatus
+from tillpoint.domain.reconciliation import RunStatus
+from tillpoint.service import reconciliation
 from tillpoint.service.janitor import (
     IN_FLIGHT_MARGIN,
     cancel_stale_payments,
-    reconcile,
     resolve_open_operations,
-    start_reconciliation,
 )
 from tillpoint.service.payments import confirm_payment
 from tillpoint.service.ports import ProviderTimeout, ProviderUnavailable
@@ -117,13 +117,14 @@ class TestJanitor:
         captured = await unknown_sale(w, provider_acted=True)
         never = await unknown_sale(w, provider_acted=False)
 
-        run_id = await start_reconciliation(deps=w.deps)
-        assert await reconcile(run_id, deps=w.deps) == 2
+        started = await reconciliation.start_run(deps=w.deps)
+        assert started is not None
+        run = await reconciliation.run_pass(started.run_id, deps=w.deps)
 
         assert w.store.payment(captured).status is S.CAPTURED
         assert w.store.payment(never).status is S.FAILED
-        run = w.store.reconciliations[run_id]
-        assert (run.status, run.checked, run.resolved) == ("FINISHED", 2, 2)
+        assert (run.status, run.resolved) == (RunStatus.FINISHED, 2)
+        assert w.store.reconciliations[run.run_id].status is RunStatus.FINISHED
 
     async def test_a_payment_nobody_confirmed_in_time_is_canceled(self, w: World) -> None:
         payment = await initiated(w)

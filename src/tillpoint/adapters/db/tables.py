@@ -406,6 +406,43 @@ reconciliation_runs = sa.Table(
     sa.Column("resolved", sa.Integer, nullable=False, server_default="0"),
     _ts("started_at"),
     _ts("finished_at", nullable=True),
+    # Migration 0007: a run compares a window of one provider's payments (or all providers').
+    sa.Column("provider", sa.String(32)),
+    _ts("window_from", nullable=True),
+    _ts("window_to", nullable=True),
+    sa.Column("healed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("flagged", sa.Integer, nullable=False, server_default="0"),
+    _ts("heartbeat_at", nullable=True),
+    sa.Column("error", sa.Text),
+    # A scheduled run's slot: one run per slot, whichever worker starts it.
+    sa.Column("slot", sa.String(40), unique=True),
+)
+sa.Index("ix_reconciliation_runs_started_at", reconciliation_runs.c.started_at)
+
+reconciliation_discrepancies = sa.Table(
+    "reconciliation_discrepancies",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("run_id", sa.String(40), nullable=False),
+    sa.Column("provider", sa.String(32), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    # The difference itself: a later run finding it again records nothing new.
+    sa.Column("fingerprint", sa.String(255), nullable=False, unique=True),
+    sa.Column("payment_id", sa.String(40)),
+    sa.Column("provider_payment_id", sa.String(255)),
+    sa.Column("ours", sa.JSON, nullable=False),
+    sa.Column("theirs", sa.JSON, nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    _ts("created_at"),
+    _ts("resolved_at", nullable=True),
+    sa.Column("resolved_by", sa.String(128)),
+    sa.Column("resolution_note", sa.Text),
+)
+sa.Index(
+    "ix_reconciliation_discrepancies_run_id",
+    reconciliation_discrepancies.c.run_id,
+    reconciliation_discrepancies.c.created_at,
 )
 
 # One row per outbound provider call attempt (retries included), written by the resilient call

@@ -773,13 +773,21 @@ class Payment:
             signal=signal,
         )
 
-    def reconciled(self, now: datetime, op: Operation, provider_status: str) -> None:
+    def reconciled(
+        self,
+        now: datetime,
+        op: Operation,
+        provider_status: str,
+        *,
+        evidence: Mapping[str, Any] | None = None,
+    ) -> None:
         self._record(
             ev.Reconciled,
             now,
             transaction_id=op.id,
             provider_status=provider_status,
             operation=op.kind.value,
+            evidence=evidence,
         )
 
     def republish(self, routing_key: str, message_type: str, body: str, now: datetime) -> None:

@@ -228,13 +228,18 @@ class Reconciled(PaymentEvent):
     transaction_id: str
     provider_status: str
     operation: str
+    # What a reconciliation run found and healed (its kind, the provider's view): the evidence.
+    evidence: Mapping[str, Any] | None = None
 
     def details(self) -> dict[str, Any]:
-        return {
+        details: dict[str, Any] = {
             "transaction_id": self.transaction_id,
             "provider_status": self.provider_status,
             "operation": self.operation,
         }
+        if self.evidence is not None:
+            details["evidence"] = dict(self.evidence)
+        return details
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

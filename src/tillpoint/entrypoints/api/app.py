@@ -19,6 +19,7 @@ from tillpoint.entrypoints.api.routes import (
     health,
     orders,
     payments,
+    reconciliation,
     reference,
     webhooks,
 )
@@ -65,7 +66,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(EdgeGuardMiddleware)  # inside: its refusals carry the request id
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, orders, payments, admin, webhooks):
+    for module in (health, orders, payments, admin, reconciliation, webhooks):
         app.include_router(module.router)
     app.include_router(payments.mock_router)
     aliases.install(app)

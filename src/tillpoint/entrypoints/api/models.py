@@ -282,6 +282,56 @@ class RunStarted(Out):
     run_id: str
 
 
+class RunOut(Out):
+    run_id: str
+    status: Literal["RUNNING", "FINISHED", "FAILED"]
+    provider: str | None = Field(description="null: every configured provider")
+    window_from: str = Timestamp
+    window_to: str = Timestamp
+    checked: int = Field(description="our payments compared with the provider's view")
+    healed: int
+    flagged: int
+    resolved: int = Field(description="open operations settled by asking the provider")
+    error: str | None
+    started_at: str = Timestamp
+    finished_at: str | None
+
+
+class RunPage(Out):
+    data: list[RunOut] = Field(description="newest first")
+    next_cursor: str | None
+
+
+class DiscrepancyOut(Out):
+    discrepancy_id: str
+    run_id: str
+    provider: str
+    kind: Literal[
+        "missing_at_provider",
+        "missing_locally",
+        "status_mismatch",
+        "amount_mismatch",
+        "refund_mismatch",
+        "dispute_opened",
+        "stuck",
+    ]
+    action: Literal["healed", "flagged"]
+    payment_id: str | None
+    provider_payment_id: str | None
+    ours: dict[str, Any] = Field(description="our side: status and amounts (decimal strings)")
+    theirs: dict[str, Any] = Field(description="the provider's side, as it reported it")
+    detail: str
+    created_at: str = Timestamp
+    resolved_at: str | None
+    resolved_by: str | None
+    resolution_note: str | None
+
+
+class DiscrepancyPage(Out):
+    data: list[DiscrepancyOut] = Field(description="oldest first")
+    next_cursor: str | None
+
+
 class WebhookReceived(Out):
     received: bool
     duplicate: bool

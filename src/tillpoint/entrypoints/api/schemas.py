@@ -47,6 +47,7 @@ from tillpoint.domain.payment import (
     PaymentStatus,
     Refund,
 )
+from tillpoint.domain.reconciliation import Discrepancy, Run
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.domain.timestamps import rfc3339
 from tillpoint.service.ports import ProviderPayment, StoredEvent
@@ -311,6 +312,25 @@ class RefundIn(AmountIn):
     reason: FreeText | None = Field(None, max_length=500)
 
 
+class ReconcileIn(Body):
+    """Which payments a run compares: one provider's (default every configured provider's),
+    created in [created_from, created_to) (default the configured window up to now)."""
+
+    provider: Text | None = Field(None, max_length=32)
+    created_from: Timestamp | None = None
+    created_to: Timestamp | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.created_from and self.created_to and self.created_from >= self.created_to:
+            raise ValueError("created_from must be before created_to")
+        return self
+
+
+class ResolveIn(Body):
+    note: FreeText = Field(min_length=1, max_length=2000)
+
+
 class NoFieldsIn(Body):
     """The body of a POST that takes no fields (reconcile, replay): none, `{}`, or a 422 that
     names each field sent, rather than fields silently ignored."""
@@ -366,6 +386,42 @@ def history_json(entry: HistoryEntry) -> dict[str, Any]:
         "actor": entry.actor,
         "correlation_id": entry.correlation_id,
         "created_at": rfc3339(entry.created_at),
+    }
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "status": run.status.value,
+        "provider": run.provider,
+        "window_from": rfc3339(run.window_from),
+        "window_to": rfc3339(run.window_to),
+        "checked": run.checked,
+        "healed": run.healed,
+        "flagged": run.flagged,
+        "resolved": run.resolved,
+        "error": run.error,
+        "started_at": rfc3339(run.started_at),
+        "finished_at": rfc3339(run.finished_at) if run.finished_at else None,
+    }
+
+
+def discrepancy_json(found: Discrepancy) -> dict[str, Any]:
+    return {
+        "discrepancy_id": found.id,
+        "run_id": found.run_id,
+        "provider": found.provider,
+        "kind": found.kind.value,
+        "action": found.action.value,
+        "payment_id": found.payment_id,
+        "provider_payment_id": found.provider_payment_id,
+        "ours": found.ours,
+        "theirs": found.theirs,
+        "detail": found.detail,
+        "created_at": rfc3339(found.created_at),
+        "resolved_at": rfc3339(found.resolved_at) if found.resolved_at else None,
+        "resolved_by": found.resolved_by,
+        "resolution_note": found.resolution_note,
     }
 
 

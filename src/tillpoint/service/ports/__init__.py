@@ -45,6 +45,7 @@ from tillpoint.service.ports.providers import (
     ProviderUnavailable,
 )
 from tillpoint.service.ports.storage import (
+    DiscrepancyFilter,
     DisputeFilter,
     DisputeRepository,
     InboxEntry,
@@ -95,6 +96,7 @@ __all__ = [
     "Claim",
     "ClaimOutcome",
     "Clock",
+    "DiscrepancyFilter",
     "DisputeFilter",
     "DisputeNotice",
     "DisputeRepository",

@@ -7,7 +7,7 @@ provider would refuse for its currency, amount or capture method is a 422 before
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -226,6 +226,8 @@ class Providers(Protocol):
     def __getitem__(self, name: str) -> PaymentProvider: ...
 
     def __contains__(self, name: object) -> bool: ...
+
+    def __iter__(self) -> Iterator[str]: ...
 
 
 @runtime_checkable

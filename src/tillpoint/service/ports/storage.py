@@ -10,6 +10,7 @@ from typing import Any, Protocol, Self
 
 from tillpoint.domain.order import HistoryEntry, Order
 from tillpoint.domain.payment import Dispute, Operation, Payment, Refund
+from tillpoint.domain.reconciliation import Discrepancy, Run
 from tillpoint.domain.snapshot import CheckoutSnapshot
 from tillpoint.service.ports.messaging import OutboxMessage
 from tillpoint.service.ports.webhooks import WebhookRepository
@@ -112,12 +113,36 @@ class SnapshotRepository(Protocol):
     async def get(self, snapshot_id: str) -> CheckoutSnapshot | None: ...
 
 
-class ReconciliationRepository(Protocol):
-    async def start(self, run_id: str, now: datetime) -> None: ...
+@dataclass(frozen=True, slots=True)
+class DiscrepancyFilter:
+    kind: str | None = None
+    action: str | None = None
 
-    async def finish(
-        self, run_id: str, now: datetime, *, status: str, checked: int, resolved: int
-    ) -> None: ...
+
+class ReconciliationRepository(Protocol):
+    """Reconciliation runs and the discrepancies they found."""
+
+    async def add(self, run: Run) -> bool:
+        """Insert a run; False when its schedule slot already has one (another worker's)."""
+        ...
+
+    async def get(self, run_id: str, *, for_update: bool = False) -> Run | None: ...
+    async def save(self, run: Run) -> None: ...
+    async def page(self, limit: int, cursor: str | None) -> tuple[list[Run], str | None]: ...
+    async def running(self) -> list[Run]: ...
+    async def last_finished_at(self) -> datetime | None: ...
+
+    async def add_discrepancy(self, found: Discrepancy) -> bool:
+        """Insert a discrepancy; False when one with its fingerprint exists (found before)."""
+        ...
+
+    async def discrepancy(
+        self, discrepancy_id: str, *, for_update: bool = False
+    ) -> Discrepancy | None: ...
+    async def save_discrepancy(self, found: Discrepancy) -> None: ...
+    async def discrepancies(
+        self, run_id: str, filters: DiscrepancyFilter, limit: int, cursor: str | None
+    ) -> tuple[list[Discrepancy], str | None]: ...
 
 
 class OutboxRepository(Protocol):

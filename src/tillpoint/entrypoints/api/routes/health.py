@@ -51,5 +51,6 @@ async def ready(container: ContainerDep) -> Response:
 async def metrics(container: ContainerDep) -> Response:
     with contextlib.suppress(Exception):  # an unreachable database must not hide the rest
         await container.outbox_health()
+        await container.reconciliation_age()
     body, content_type = container.telemetry.exposition()
     return Response(body, media_type=content_type)

@@ -34,7 +34,7 @@ from tillpoint.entrypoints.api.schemas import (
     ListPaymentsQuery,
     MockCompleteIn,
     MockDashboardIn,
-    NoFieldsIn,
+    ReconcileIn,
     RefundIn,
     VoidIn,
     amount_in,
@@ -43,7 +43,7 @@ from tillpoint.entrypoints.api.schemas import (
     provider_payment_json,
     refund_json,
 )
-from tillpoint.service import janitor, payments
+from tillpoint.service import payments, reconciliation
 from tillpoint.service.identity import Principal
 from tillpoint.service.ports import PaymentFilter
 
@@ -102,7 +102,7 @@ async def list_payments(
 @router.post(
     "/reconcile",
     status_code=202,
-    summary="Start a reconciliation pass (admin)",
+    summary="Start a reconciliation run (admin)",
     responses={**ok(RunStarted, 202), **answers(400, 401, 403, 404, 409, 422, 503)},
     openapi_extra=IDEMPOTENT,
 )
@@ -111,15 +111,23 @@ async def reconcile(
     principal: Admin,
     container: ContainerDep,
     background: BackgroundTasks,
-    body: NoFieldsIn | None = None,
+    body: ReconcileIn | None = None,
 ) -> Response:
-    """Asks the providers about every open operation, after the answer is sent. Declared before
-    the `/{payment_id}` routes so `reconcile` is never read as a payment id."""
+    """Compares the providers' view with ours over a window, after the answer is sent (the
+    run's progress is `GET /api/v1/admin/reconciliation/runs/{run_id}`). Declared before the
+    `/{payment_id}` routes so `reconcile` is never read as a payment id."""
+    window = body or ReconcileIn()
 
     async def action(_: Attempt) -> tuple[int, Any]:
-        run_id = await janitor.start_reconciliation(deps=container.deps)
-        background.add_task(janitor.reconcile, run_id, deps=container.deps)
-        return 202, {"run_id": run_id}
+        run = await reconciliation.start_run(
+            deps=container.deps,
+            provider=window.provider,
+            created_from=window.created_from,
+            created_to=window.created_to,
+        )
+        assert run is not None  # only a scheduled run (with a slot) can be refused
+        background.add_task(reconciliation.run_pass, run.run_id, deps=container.deps)
+        return 202, {"run_id": run.run_id}
 
     return await idempotent(request, principal, container, action)
 
