@@ -21,6 +21,10 @@ from tests.conftest import ADMIN_KEY, SERVICE_KEY, new_key
 from tests.security.roles import ACCESS, Route
 from tests.support import flows
 from tests.webhooks.support import deliver, mock_event
+from tillpoint.bootstrap import Container
+from tillpoint.domain.ids import new_id
+from tillpoint.domain.reconciliation import Action, Discrepancy, Kind
+from tillpoint.service import reconciliation
 
 Stage = Literal["pending", "initiated", "authorized", "captured"]
 
@@ -30,12 +34,17 @@ class Ids:
     order_id: str
     payment_id: str
     webhook_event_id: str
+    provider_payment_id: str = "mock_none"
+    discrepancy_id: str = "dsc_none"
 
     def url(self, template: str) -> str:
         return template.format(
             order_id=self.order_id,
             payment_id=self.payment_id,
             webhook_event_id=self.webhook_event_id,
+            provider_payment_id=self.provider_payment_id,
+            action="cancel",
+            discrepancy_id=self.discrepancy_id,
         )
 
 
@@ -188,6 +197,16 @@ CASES: Final[dict[Route, Case]] = {
     ("POST", "/api/payments/reconcile"): Case(
         _empty, {"run_id": "recon_x", "status": "FINISHED"}, key=ADMIN_KEY
     ),
+    ("POST", "/api/v1/mock/dashboard/{provider_payment_id}/{action}"): Case(
+        lambda ids: {"webhook": "never"},
+        {"status": "REFUNDED", "payment_id": "pay_other", "provider": "stripe"},
+        key=ADMIN_KEY,
+    ),
+    ("POST", "/api/v1/admin/reconciliation/discrepancies/{discrepancy_id}/resolve"): Case(
+        lambda ids: {"note": "looked at it"},
+        {"resolved_by": "someone-else", "action": "healed", "kind": "stuck"},
+        key=ADMIN_KEY,
+    ),
     ("POST", "/api/v1/admin/webhooks/events/{webhook_event_id}/replay"): Case(
         _empty, {"status": "DEAD", "attempt_count": 99, "last_error": "chosen"}, key=ADMIN_KEY
     ),
@@ -205,15 +224,43 @@ async def ids_at(api: Api, stage: Stage) -> Ids:
     if stage != "pending":
         created = await flows.create_payment(api.client, order_id, capture_method="manual")
         payment_id = created["payment_id"]
+    provider_payment_id = "mock_none"
     if stage in ("authorized", "captured"):
-        await flows.confirm(api.client, payment_id, "AUTHORIZED")
+        confirmed = await flows.confirm(api.client, payment_id, "AUTHORIZED")
+        provider_payment_id = confirmed["provider_payment_id"]
     if stage == "captured":
         captured = await api.post(f"/api/v1/payments/{payment_id}/capture")
         assert captured.status_code == 200, captured.text
     stored = await deliver(api.client, mock_event("payment.authorized", "mock_unknown"))
     assert stored.status_code == 200, stored.text
     events = await api.get("/api/v1/admin/webhooks/events", key=ADMIN_KEY)
-    return Ids(order_id, payment_id, events.json()["data"][0]["webhook_event_id"])
+    return Ids(
+        order_id,
+        payment_id,
+        events.json()["data"][0]["webhook_event_id"],
+        provider_payment_id,
+        await flagged_discrepancy(api.container),
+    )
+
+
+async def flagged_discrepancy(container: Container) -> str:
+    deps = container.deps
+    run = await reconciliation.start_run(deps=deps, created_from=deps.clock.now())
+    assert run is not None
+    found = Discrepancy(
+        id=new_id("dsc"),
+        run_id=run.run_id,
+        provider="mock",
+        kind=Kind.MISSING_LOCALLY,
+        action=Action.FLAGGED,
+        fingerprint=f"test:{new_id('fp')}",
+        detail="made by the mass-assignment test",
+        created_at=deps.clock.now(),
+    )
+    async with deps.uow() as uow:
+        assert await uow.reconciliations.add_discrepancy(found)
+        await uow.commit()
+    return found.id
 
 
 def with_field(body: dict[str, Any], where: Where, name: str, value: Any) -> dict[str, Any]:

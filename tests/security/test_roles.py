@@ -45,6 +45,7 @@ class World:
     webhook_event_id: str
     run_id: str = ""
     discrepancy_id: str = ""
+    provider_payment_id: str = "mock_none"
     provider: str = "mock"
 
 
@@ -70,14 +71,23 @@ class Oidc:
         if stage != "pending":
             created = await flows.create_payment(self.http, order_id, capture_method="manual")
             payment_id = created["payment_id"]
+        provider_payment_id = "mock_none"
         if stage in ("authorized", "captured"):
-            await flows.confirm(self.http, payment_id, "AUTHORIZED")
+            confirmed = await flows.confirm(self.http, payment_id, "AUTHORIZED")
+            provider_payment_id = confirmed["provider_payment_id"]
         if stage == "captured":
             captured = await self.http.post(
                 f"/api/v1/payments/{payment_id}/capture", headers=self.headers("service")
             )
             assert captured.status_code == 200, captured.text
-        return World(order_id, payment_id, self.webhook_event_id, self.run_id, self.discrepancy_id)
+        return World(
+            order_id,
+            payment_id,
+            self.webhook_event_id,
+            self.run_id,
+            self.discrepancy_id,
+            provider_payment_id,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +143,9 @@ BODIES: Final[dict[Route, Callable[[World], Any]]] = {
     ("POST", "/api/v1/payments/{payment_id}/mock/complete"): lambda w: {"result": "SUCCESS"},
     ("POST", "/api/v1/checkout/orders/{order_id}/payments/authorize"): lambda w: {},
     ("POST", "/api/v1/checkout/orders/{order_id}/submit-payment"): lambda w: {},
+    ("POST", "/api/v1/mock/dashboard/{provider_payment_id}/{action}"): lambda w: {
+        "webhook": "never"
+    },
     ("POST", "/api/v1/admin/reconciliation/discrepancies/{discrepancy_id}/resolve"): lambda w: {
         "note": "looked at it"
     },
@@ -164,6 +177,8 @@ async def call(oidc: Oidc, route: Route, world: World, caller: Caller) -> httpx.
         payment_id=world.payment_id,
         webhook_event_id=world.webhook_event_id,
         run_id=world.run_id,
+        provider_payment_id=world.provider_payment_id,
+        action="cancel",
         discrepancy_id=world.discrepancy_id,
         provider=world.provider,
     )
