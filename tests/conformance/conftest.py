@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from tests.conformance.harness import Harness, MockHarness, StripeHarness
+from tests.conformance.shop import Shop
 from tests.conftest import settings_for
 from tests.support.asgi import asgi_client
 from tests.support.clock import MovableClock
@@ -38,3 +39,8 @@ async def container(
 async def client(container: Container) -> AsyncIterator[httpx.AsyncClient]:
     async with asgi_client(container) as http:
         yield http
+
+
+@pytest.fixture
+def shop(client: httpx.AsyncClient, harness: Harness, container: Container) -> Shop:
+    return Shop(client, harness, container)

@@ -74,6 +74,13 @@ class Harness(Protocol):
         """A sale made at the provider without tillpoint; its provider payment id."""
         ...
 
+    async def completed_without_webhook(
+        self, container: Container, payment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The customer finishes the payment's 3-D Secure step at the provider; the webhook
+        that would tell tillpoint is lost."""
+        ...
+
 
 def adapter_of(container: Container, name: str) -> PaymentProvider:
     """The adapter itself, under the resilient call layer."""
@@ -165,6 +172,31 @@ class MockHarness:
         outcome = await mock.authorize(request, idempotency_key=f"elsewhere:{secrets.token_hex(8)}")
         assert outcome.provider_payment_id is not None
         return outcome.provider_payment_id
+
+    async def completed_without_webhook(
+        self, container: Container, payment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        mock = adapter_of(container, self.name)
+        assert isinstance(mock, MockGateway)
+        monkeypatch.setattr(mock, "listeners", [])  # the webhook simulator hears nothing
+        async with container.engine.connect() as conn:
+            ledger = t.mock_gateway_ledger
+            key = (
+                await conn.execute(
+                    sa.select(ledger.c.idempotency_key).where(
+                        ledger.c.provider_payment_id == payment["provider_payment_id"],
+                        ledger.c.operation == "authorize",
+                    )
+                )
+            ).scalar_one()
+        await mock.complete(
+            idempotency_key=key,
+            payment_id=payment["payment_id"],
+            amount=Money.parse(payment["amount"], payment["currency"]),
+            capture=True,
+            success=True,
+            failure_code=None,
+        )
 
 
 class LosingTransport(httpx.AsyncBaseTransport):
@@ -288,6 +320,14 @@ class StripeHarness:
                 await pis.capture_async(provider_payment_id, capture)  # type: ignore[arg-type]
             else:
                 await pis.cancel_async(provider_payment_id)
+
+    async def completed_without_webhook(
+        self, container: Container, payment: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # localstripe sends no webhooks: the 3-D Secure step finished there is heard by nobody.
+        await self.localstripe.authenticate(
+            payment["provider_payment_id"], payment["client_secret"], success=True
+        )
 
     async def created_out_of_band(self, container: Container, minor: int) -> str:
         token = await self.localstripe.payment_method(STRIPE_CARDS["success"])

@@ -45,7 +45,7 @@ from tillpoint.domain.payment import (
 from tillpoint.domain.reconciliation import Action, Discrepancy, Kind, Run, RunStatus
 from tillpoint.service.context import Deps
 from tillpoint.service.disputes import apply_dispute
-from tillpoint.service.janitor import in_flight, resolve_open_operations, resolve_operation
+from tillpoint.service.janitor import in_flight, resolve_operation
 from tillpoint.service.outcomes import apply_outcome
 from tillpoint.service.ports import (
     DiscrepancyFilter,
@@ -65,6 +65,8 @@ RECONCILIATION = ChangeContext(source="reconciliation", actor="reconciliation")
 PAGE = 100
 P, S = ProviderStatus, PaymentStatus
 HELD = frozenset({S.AUTHORIZED})
+WAITING = frozenset({S.PROCESSING, S.REQUIRES_ACTION})  # the outcome comes by webhook
+SETTLED = frozenset({P.AUTHORIZED, P.CAPTURED, P.REFUNDED, P.FAILED, P.CANCELED})
 CAPTURED = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED})
 # Where the provider's status should stand for each of ours (a partly refunded payment is still
 # CAPTURED at the provider, with refunds).
@@ -195,9 +197,6 @@ async def run_pass(run_id: str, *, deps: Deps) -> Run:
     with the error, should the pass itself break)."""
     run = await get_run(run_id, deps=deps)
     try:
-        # Every open operation first (whatever its payment's age): unknown outcomes settled.
-        run.resolved += await resolve_open_operations(deps=deps, everything=True, counts=_settled)
-        await _save(run, deps=deps)
         for name in [run.provider] if run.provider else list(deps.providers):
             await _reconcile_provider(run, name, deps=deps)
     except Exception as exc:
@@ -216,10 +215,6 @@ async def run_pass(run_id: str, *, deps: Deps) -> Run:
         resolved=run.resolved,
     )
     return run
-
-
-def _settled(checked: int, settled: int) -> int:
-    return settled
 
 
 async def _save(run: Run, *, deps: Deps) -> None:
@@ -263,6 +258,8 @@ async def _reconcile_provider(run: Run, name: str, *, deps: Deps) -> None:
         async for theirs in provider.payments(run.window_from, run.window_to):
             if theirs.provider_payment_id in known or (theirs.payment_id or "") in known:
                 continue
+            if await _ours_after_all(name, theirs, deps=deps):
+                continue  # ours, created just outside our window (clocks and roundings differ)
             await _record(
                 run,
                 name,
@@ -275,6 +272,15 @@ async def _reconcile_provider(run: Run, name: str, *, deps: Deps) -> None:
                 theirs=_view(theirs),
             )
         await _save(run, deps=deps)
+
+
+async def _ours_after_all(provider: str, theirs: ProviderPayment, *, deps: Deps) -> bool:
+    async with deps.uow() as uow:
+        if await uow.payments.by_provider_id(provider, theirs.provider_payment_id) is not None:
+            return True
+        return (
+            bool(theirs.payment_id) and await uow.payments.get(theirs.payment_id or "") is not None
+        )
 
 
 async def _record(
@@ -429,6 +435,9 @@ class Check:
                 Kind.AMOUNT_MISMATCH, "currency", "the provider charged another currency", theirs
             )
             return
+        if ours.status in WAITING and theirs.status in SETTLED:
+            await self._waiting_moved(theirs)
+            return
         if ours.status in HELD and theirs.status is not P.AUTHORIZED:
             await self._held_moved(theirs)
         elif theirs.status not in EXPECTED.get(ours.status, frozenset({theirs.status})):
@@ -446,6 +455,56 @@ class Check:
                 await self._refunded_amount(theirs)
             for dispute in theirs.disputes:
                 await self._dispute(dispute, theirs)
+
+    async def _waiting_moved(self, theirs: ProviderPayment) -> None:
+        """The outcome we were waiting for (a customer's 3-D Secure step, an asynchronous
+        payment) happened at the provider and its webhook never came: applied as the webhook
+        would have been, to the operation that waits for it."""
+        status = P.CAPTURED if theirs.status is P.REFUNDED else theirs.status
+        amount = {
+            P.AUTHORIZED: theirs.authorized_minor,
+            P.CAPTURED: theirs.captured_minor,
+        }.get(status, theirs.amount_minor)
+        now = self.deps.clock.now()
+        async with self.deps.uow() as uow:
+            payment = await uow.payments.get(self.payment.id, for_update=True)
+            if payment is None or payment.version != self.payment.version:
+                return  # it moved while we looked: the next run sees where it is now
+            ours_before = _ours_view(payment)
+            waiting = [
+                op
+                for op in await uow.operations.open_for(payment.id)
+                if op.kind in (OperationKind.SALE, OperationKind.AUTHORIZE)
+            ]
+            op = waiting[0] if waiting else None
+            outcome = Outcome(status, theirs.provider_payment_id, amount, theirs.currency)
+            await apply_outcome(
+                uow,
+                payment,
+                op,
+                outcome,
+                RECONCILIATION,
+                deps=self.deps,
+                transaction_id=theirs.provider_payment_id,
+            )
+            if op is not None:
+                evidence = {
+                    "discrepancy": Kind.STATUS_MISMATCH.value,
+                    "provider_view": _view(theirs),
+                }
+                payment.reconciled(now, op, status.value, evidence=evidence)
+                await uow.payments.save(payment)
+            await self._record(
+                Kind.STATUS_MISMATCH,
+                Action.HEALED,
+                f"{ours_before['status']}>{status.value}",
+                f"the provider settled it {status} and its webhook never reached us",
+                uow=uow,
+                ours=ours_before,
+                theirs=_view(theirs),
+            )
+            await uow.commit()
+            self.payment = payment
 
     async def _held_moved(self, theirs: ProviderPayment) -> None:
         """A held payment the provider captured or released without us (its dashboard)."""

@@ -117,6 +117,7 @@ class TestJanitor:
         captured = await unknown_sale(w, provider_acted=True)
         never = await unknown_sale(w, provider_acted=False)
 
+        w.clock.advance(timedelta(seconds=1))  # the window ends now, after the payments
         started = await reconciliation.start_run(deps=w.deps)
         assert started is not None
         run = await reconciliation.run_pass(started.run_id, deps=w.deps)

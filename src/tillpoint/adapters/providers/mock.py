@@ -332,7 +332,7 @@ class MockGateway:
         self, provider_payment_id: str, amount: Money, *, idempotency_key: str
     ) -> Outcome:
         # What the mock holds now, its dashboard's captures and cancels included.
-        view = await self.payment(provider_payment_id)
+        view = await self._view(provider_payment_id)
         if (
             view is None
             or view.status is not ProviderStatus.AUTHORIZED
@@ -362,7 +362,7 @@ class MockGateway:
 
     async def void(self, provider_payment_id: str, *, idempotency_key: str) -> Outcome:
         auth = await self._by_payment(provider_payment_id, "authorize")
-        view = await self.payment(provider_payment_id)
+        view = await self._view(provider_payment_id)
         result = Outcome(
             status=ProviderStatus.CANCELED,
             provider_payment_id=provider_payment_id,
@@ -395,7 +395,7 @@ class MockGateway:
             currency=amount.currency,
             reference=_ref("mock_re"),
         )
-        view = await self.payment(provider_payment_id)
+        view = await self._view(provider_payment_id)
         left = view.captured_minor - view.refunded_minor if view is not None else 0
         if view is None or view.status is not ProviderStatus.CAPTURED or amount.minor > left:
             # Refunded (or never captured) meanwhile, in its dashboard: a provider refuses it.
@@ -415,6 +415,12 @@ class MockGateway:
         return await self._recorded(lookup.idempotency_key)
 
     async def payment(self, provider_payment_id: str) -> ProviderPayment | None:
+        """The payment's whole view, answered after the mock's latency like any answer."""
+        view = await self._view(provider_payment_id)
+        await self._latency()
+        return view
+
+    async def _view(self, provider_payment_id: str) -> ProviderPayment | None:
         """The payment's ledger rows folded into its whole view (`_fold`)."""
         return _fold(await self._rows_of([provider_payment_id]))
 
@@ -493,7 +499,7 @@ class MockGateway:
             raise ValidationFailed(
                 "webhook", 'the mock sends no dispute webhooks yet: only "never" is accepted'
             )
-        view = await self.payment(provider_payment_id)
+        view = await self._view(provider_payment_id)
         if view is None:
             raise NotFound(f"the mock has no payment {provider_payment_id!r}")
         money = _amount(amount, view.currency)
@@ -518,7 +524,7 @@ class MockGateway:
                 self._announce(idempotency_key, result, late=webhook == "late")
         elif (recorded.operation, recorded.provider_payment_id) != (operation, provider_payment_id):
             raise ValidationFailed("key", "this dashboard key was used for another action")
-        found = await self.payment(provider_payment_id)
+        found = await self._view(provider_payment_id)
         assert found is not None
         return found
 

@@ -718,10 +718,11 @@ class StripeGateway:
         self, created_from: datetime, created_to: datetime
     ) -> AsyncIterator[ProviderPayment]:
         """Every PaymentIntent created in [created_from, created_to): Stripe's list filtered by
-        `created` (whole seconds: `gte`/`lt` are the bounds rounded up, which keeps exactly the
-        objects of the window), `LIST_PAGE` at a time, each with its refunds and disputes."""
+        `created`, `LIST_PAGE` at a time, each with its refunds and disputes. Stripe keeps whole
+        seconds (the creation time rounded down), so the window widens to whole seconds: never
+        a payment of the window missed, at most one second's more before it."""
         window: PaymentIntentListParamsCreated = {
-            "gte": math.ceil(created_from.timestamp()),
+            "gte": math.floor(created_from.timestamp()),
             "lt": math.ceil(created_to.timestamp()),
         }
         params: PaymentIntentListParams = {
