@@ -59,8 +59,9 @@ async def test_a_run_killed_mid_pass_is_marked_failed_by_another_worker(
         assert started.status_code == 202, started.text
         run_id = started.json()["run_id"]
         await until(db, run_id, lambda r: r.checked >= 1, "the pass never began")
+        victim.kill_now()  # SIGKILL, mid-pass
     finally:
-        victim.kill()  # SIGKILL, mid-pass
+        victim.kill()
 
     killed = await run_row(db, run_id)
     assert killed.status == "RUNNING"
