@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import structlog
@@ -16,6 +18,7 @@ from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import SystemClock
 from tillpoint.adapters.db import migrate as migrations
 from tillpoint.adapters.db.engine import make_engine
+from tillpoint.adapters.db.exports import SqlMovementSource
 from tillpoint.adapters.db.idempotency import SqlIdempotencyStore
 from tillpoint.adapters.db.migrate import SchemaState
 from tillpoint.adapters.db.outbox import SqlOutbox
@@ -42,7 +45,13 @@ from tillpoint.service.consumers import (
 from tillpoint.service.context import Deps, ServiceConfig
 from tillpoint.service.idempotency import Idempotency
 from tillpoint.service.outbox import OutboxHealth, OutboxRelay, outbox_health, report_outbox_health
-from tillpoint.service.ports import Clock, PaymentProvider, ProviderCallLog, Publisher
+from tillpoint.service.ports import (
+    Clock,
+    MovementSource,
+    PaymentProvider,
+    ProviderCallLog,
+    Publisher,
+)
 from tillpoint.service.webhooks import WebhookInbox, receive_webhook
 
 log = structlog.get_logger("tillpoint.bootstrap")
@@ -64,6 +73,11 @@ class Container:
     providers: ProviderRegistry = field(default_factory=lambda: ProviderRegistry({}))
     oidc: OidcVerifier | None = None  # JWT bearer tokens, when TILLPOINT_OIDC_ISSUER is set
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter({}))
+
+    @cached_property
+    def movements(self) -> MovementSource:
+        """The money movements that exports stream (docs/exports.md)."""
+        return SqlMovementSource(self.engine)
 
     async def database_check(self) -> str:
         """`UP`, `DOWN` (unreachable) or `NOT_MIGRATED` (the schema is behind this code)."""
@@ -231,6 +245,17 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
             prefix=settings.rate_limit_prefix,
         ),
     )
+
+
+@asynccontextmanager
+async def movement_source(settings: Settings) -> AsyncIterator[MovementSource]:
+    """The money movements of the configured database, for a command that only exports (one
+    connection, closed on exit)."""
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        yield SqlMovementSource(engine)
+    finally:
+        await engine.dispose()
 
 
 def oidc_verifier(settings: Settings) -> OidcVerifier | None:

@@ -66,6 +66,7 @@ ACCESS: Final[dict[Route, Access]] = {
     ("POST", "/api/v1/payments/{payment_id}/void"): SERVICE,
     ("POST", "/api/v1/payments/{payment_id}/refund"): ADMIN,
     ("GET", "/api/v1/admin/payments/{payment_id}/provider-calls"): ADMIN,
+    ("GET", "/api/v1/admin/exports/ledger.csv"): ADMIN,
     # Provider webhooks and their admin views
     ("POST", "/api/v1/webhooks/{provider}"): SIGNATURE,
     ("GET", "/api/v1/admin/webhooks/events"): ADMIN,

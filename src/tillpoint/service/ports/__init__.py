@@ -7,9 +7,11 @@ inheriting. Open the module for the boundary you need:
 - `webhooks`: provider webhook verifiers and the inbox rows;
 - `messaging`: the broker the outbox relay publishes to;
 - `idempotency`: the Idempotency-Key store;
-- `observe`: the clock and telemetry.
+- `observe`: the clock and telemetry;
+- `exports`: the money movements a finance export streams.
 """
 
+from tillpoint.service.ports.exports import ExportWindow, Movement, MovementSource
 from tillpoint.service.ports.idempotency import (
     Claim,
     ClaimOutcome,
@@ -89,6 +91,7 @@ __all__ = [
     "Claim",
     "ClaimOutcome",
     "Clock",
+    "ExportWindow",
     "IdempotencyStore",
     "InboxEntry",
     "InboxRepository",
@@ -98,6 +101,8 @@ __all__ = [
     "Lookup",
     "MalformedEvent",
     "MockControl",
+    "Movement",
+    "MovementSource",
     "OperationRepository",
     "OrderRepository",
     "OutboxMessage",
