@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import IO
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tillpoint.adapters import files
 from tillpoint.adapters import logging as log_setup
 from tillpoint.adapters.brokers.consumers import RabbitConsumers
 from tillpoint.adapters.brokers.inprocess import InProcessBroker
@@ -43,6 +45,7 @@ from tillpoint.service.consumers import (
     handle_order_event,
 )
 from tillpoint.service.context import Deps, ServiceConfig
+from tillpoint.service.exports import Column, Record
 from tillpoint.service.idempotency import Idempotency
 from tillpoint.service.outbox import OutboxHealth, OutboxRelay, outbox_health, report_outbox_health
 from tillpoint.service.ports import (
@@ -256,6 +259,32 @@ async def movement_source(settings: Settings) -> AsyncIterator[MovementSource]:
         yield SqlMovementSource(engine)
     finally:
         await engine.dispose()
+
+
+@contextmanager
+def export_target(
+    target: str,
+    settings: Settings,
+    *,
+    content_type: str,
+    on_upload: Callable[[int], None] | None = None,
+) -> Iterator[IO[bytes]]:
+    """The file an export writes to, in place at `target` (a path or `s3://bucket/key`, the
+    latter through `TILLPOINT_EXPORT_S3_ENDPOINT`) once the block ends without an error."""
+    with files.export_target(
+        target,
+        content_type=content_type,
+        s3_endpoint=settings.export_s3_endpoint,
+        on_upload=on_upload,
+    ) as file:
+        yield file
+
+
+async def write_parquet(
+    file: IO[bytes], columns: Sequence[Column], records: AsyncIterable[Record]
+) -> None:
+    """The records as a typed Parquet file (docs/exports.md)."""
+    await files.write_parquet(file, columns, records)
 
 
 def oidc_verifier(settings: Settings) -> OidcVerifier | None:

@@ -11,7 +11,12 @@ inheriting. Open the module for the boundary you need:
 - `exports`: the money movements a finance export streams.
 """
 
-from tillpoint.service.ports.exports import ExportWindow, Movement, MovementSource
+from tillpoint.service.ports.exports import (
+    ExportTargetFailed,
+    ExportWindow,
+    Movement,
+    MovementSource,
+)
 from tillpoint.service.ports.idempotency import (
     Claim,
     ClaimOutcome,
@@ -91,6 +96,7 @@ __all__ = [
     "Claim",
     "ClaimOutcome",
     "Clock",
+    "ExportTargetFailed",
     "ExportWindow",
     "IdempotencyStore",
     "InboxEntry",

@@ -8,6 +8,11 @@ from datetime import datetime
 from typing import Protocol
 
 
+class ExportTargetFailed(Exception):
+    """The export could not be written where it was asked to go (a bucket that does not exist,
+    refused credentials, an unreachable object store, a directory that cannot be written)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ExportWindow:
     """Rows created in `[created_from, created_to)`, of one provider or of every provider."""
