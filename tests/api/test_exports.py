@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -18,6 +21,10 @@ from tests.conftest import ADMIN_KEY, CUSTOMER_KEY, SERVICE_KEY, headers
 from tillpoint.adapters.db import tables as t
 from tillpoint.domain.money import Money
 from tillpoint.domain.timestamps import rfc3339
+from tillpoint.service.exports import LEDGER_COLUMNS, LEDGER_HEADER
+from tillpoint.service.ports import ExportWindow, Movement
+
+EXPORTS_DOC = Path(__file__).resolve().parents[2] / "docs" / "exports.md"
 
 PATH = "/api/v1/admin/exports/ledger.csv"
 # The header as docs/exports.md documents it.
@@ -134,6 +141,7 @@ class TestLedgerExport:
 
         response = await export(api, start, end)
         assert response.headers["content-type"] == "text/csv; charset=utf-8"
+        assert response.headers["cache-control"] == "no-store"
         disposition = response.headers["content-disposition"]
         assert disposition.startswith('attachment; filename="ledger_')
         assert disposition.endswith('.csv"')
@@ -219,6 +227,27 @@ class TestLedgerExport:
         assert row["reason"] == '\'=HYPERLINK("http://x")'
         assert row["settled_amount"] == "-1.00"
 
+    async def test_payments_commit_while_an_export_streams(self, api: Api) -> None:
+        """The export's read holds no write lock (SQLite's writers `BEGIN IMMEDIATE`; a reader
+        that did too would stop every payment for as long as a file streams)."""
+        start = now(api)
+        first = await api.confirmed("5.00")
+        await api.confirmed("6.00")
+        end = now(api)
+        streamed = cast(
+            AsyncGenerator[Movement, None],
+            api.container.movements.movements(ExportWindow(start, end)),
+        )
+        try:
+            head = await anext(streamed)
+            during = await api.confirmed("7.00")  # commits while the read is open
+            rest = [m async for m in streamed]
+        finally:
+            await streamed.aclose()
+        assert head.payment_id == first["payment_id"]
+        assert during["status"] == "CAPTURED"
+        assert during["payment_id"] not in {m.payment_id for m in rest}
+
 
 class TestLedgerExportRefusals:
     @pytest.mark.parametrize(
@@ -269,3 +298,17 @@ class TestLedgerExportRefusals:
     async def test_no_token_is_401(self, api: Api) -> None:
         response = await api.client.get(PATH)
         assert_problem(response, 401, "unauthenticated")
+
+
+class TestDocumentation:
+    def test_the_header_is_the_documented_one(self) -> None:
+        text = EXPORTS_DOC.read_text()
+        (block,) = re.findall(r"```csv\n(.+)\n```", text)
+        assert block.split(",") == HEADER == list(LEDGER_HEADER)
+
+    def test_every_column_has_its_row_with_its_parquet_type(self) -> None:
+        rows = dict(re.findall(r"^\| `([a-z_]+)` \| ([^|]+) \|", EXPORTS_DOC.read_text(), re.M))
+        names = {"string": "string", "int64": "int64", "timestamp": "timestamp (µs, UTC)"}
+        for column in LEDGER_COLUMNS:
+            documented = names[column.type] + (", nullable" if column.nullable else "")
+            assert rows.get(column.name, "").strip() == documented, column.name

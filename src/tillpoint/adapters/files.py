@@ -18,6 +18,11 @@ from collections.abc import AsyncIterable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, Final
 
+# Arrow's default allocator (mimalloc or jemalloc) keeps what a written row group freed, so a
+# long Parquet export grows by tens of MB; the system allocator gives it back. Arrow reads this
+# once, when it loads, and also allocates outside the pool a writer is handed.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 import boto3
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -121,10 +126,12 @@ async def write_parquet(
     for the rest, major-unit amounts included: their decimals differ by currency), one row group
     per `row_group_rows` records."""
     schema = arrow_schema(columns)
-    with pq.ParquetWriter(file, schema) as writer:
+    pool = pa.system_memory_pool()
+    with pq.ParquetWriter(file, schema, memory_pool=pool) as writer:
         async for batch in batches(records, row_group_rows):
             arrays: list[Any] = [
-                pa.array([record[i] for record in batch], type=field.type)
+                pa.array([record[i] for record in batch], type=field.type, memory_pool=pool)
                 for i, field in enumerate(schema)
             ]
             writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+            del batch, arrays
