@@ -142,13 +142,13 @@ CASES: Final[dict[Route, Case]] = {
         {"captured_amount": "1.00", "status": "REFUNDED", "currency": "USD", "buyer_id": "x"},
     ),
     ("POST", "/api/v1/admin/orders/{order_id}/payments/{payment_id}/capture"): Case(
-        _empty, {"captured_amount": "1.00", "status": "REFUNDED", "currency": "USD"}
+        _empty, {"captured_amount": "1.00", "status": "REFUNDED", "currency": "USD"}, key=ADMIN_KEY
     ),
     ("POST", "/api/v1/payments/{payment_id}/void"): Case(
         _empty, {"status": "CAPTURED", "failure_code": "x", "canceled_at": STAMP}
     ),
     ("POST", "/api/v1/admin/orders/{order_id}/payments/{payment_id}/void"): Case(
-        _empty, {"status": "CAPTURED", "canceled_at": STAMP}
+        _empty, {"status": "CAPTURED", "canceled_at": STAMP}, key=ADMIN_KEY
     ),
     ("POST", "/api/v1/payments/{payment_id}/refund"): Case(
         _empty,
