@@ -151,9 +151,9 @@ async def csv_chunks(
     header: Sequence[str], records: AsyncIterable[Record], *, chunk_bytes: int = CHUNK_BYTES
 ) -> AsyncIterator[bytes]:
     """RFC 4180 CSV (UTF-8, CRLF, quoted where needed) of any rows, in chunks of about
-    `chunk_bytes`: the header first, then each record. The first chunk is yielded once the
-    first record is read (or there is none), so a source that fails at once fails before any
-    byte is sent."""
+    `chunk_bytes`: the header first, then each record. No chunk is yielded before the first
+    record was read (or the source turned out empty), so a source that fails at once fails
+    before a caller that waits for the first chunk has sent any byte."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(header)

@@ -17,7 +17,8 @@ from tillpoint.service.ports import ExportWindow
 
 router = APIRouter(prefix="/api/v1/admin/exports", tags=["admin"])
 
-CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+# Starlette adds `; charset=utf-8` to a text/* media type: the answer is `text/csv; charset=utf-8`.
+CSV_MEDIA_TYPE = "text/csv"
 
 
 class CsvResponse(StreamingResponse):
@@ -52,8 +53,15 @@ def _stamp(moment: datetime) -> str:
     response_class=CsvResponse,
     responses={
         200: {
-            "description": "the CSV file; its header and columns are in docs/exports.md",
-            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "the CSV file (UTF-8); its header and columns are in docs/exports.md",
+            "content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "headers": {
+                "Content-Disposition": {
+                    "description": 'attachment; filename="ledger_<from>_<to>.csv"',
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^attachment; filename="},
+                }
+            },
         },
         **answers(401, 403, 422, 503),
     },
