@@ -13,7 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
-from bench import report
+from bench import exports, report
 from bench.context import Bench, Config
 from bench.procs import ROOT
 from bench.run import run
@@ -59,6 +59,12 @@ def parse_args(argv: list[str] | None) -> Config:
         help="first of the loopback ports the bench's servers use",
     )
     parser.add_argument(
+        "--only",
+        choices=["export"],
+        help="run one part alone: `export` measures the ledger export's memory and rewrites"
+        " only its section of the report",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         default=None,
@@ -80,6 +86,7 @@ def parse_args(argv: list[str] | None) -> Config:
         port=args.port,
         output=output,
         command=("make bench" if not shown else f".venv/bin/python -m bench {shown}"),
+        only=args.only,
     )
 
 
@@ -93,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run(bench))
     except KeyboardInterrupt:
         return 130
+    if config.only == "export":
+        section = exports.section(bench)
+        print("\n".join(section))
+        if config.output is not None:
+            before = config.output.read_text() if config.output.exists() else "# Performance\n"
+            config.output.write_text(exports.replace_section(before, section))
+            print(f"wrote the export section of {config.output}")
+        return 0
     table = report.table(bench.rows.values())
     print()
     print(table)

@@ -17,6 +17,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from bench import profile, scenarios
+from bench.exports import ExportRun
 from bench.procs import BIN, ROOT, Server, clean_env
 from bench.stats import Result
 
@@ -44,6 +45,7 @@ class Config:
     port: int
     output: Path | None
     command: str
+    only: str | None = None  # one part alone (`--only export`)
     work: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="tillpoint-bench-")))
 
     @property
@@ -76,6 +78,7 @@ class Bench:
         self.profile: profile.Profile | None = None
         self.profile_info: dict[str, float] = {}
         self.soak_info: list[str] = []
+        self.export_runs: list[ExportRun] = []  # bench/exports.py
         self.port = config.port
         self.loadavg_start = os.getloadavg()
         # Set by `run.run` when the run ends; the report shows both.

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bench import exports
 from bench.profile import percent
 from bench.stats import Result, fmt, ratio
 
@@ -247,6 +248,7 @@ def document(bench: Bench, rendered: str, machine: dict[str, str]) -> str:
         " process's RSS is sampled each second; after dropping the first 20% (warm-up) the"
         " largest deviation from the first kept sample must stay within ±10%.",
         "",
+        *exports.section(bench),
         "## Profile findings",
         "",
         *profile_section(bench),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from bench import broker, ceilings, http_runs, scenarios, worker_runs
+from bench import broker, ceilings, exports, http_runs, scenarios, worker_runs
 from bench.context import CONSUMED_QUEUES, EXCHANGE, OUTBOX_BACKLOG, Bench
 from bench.stats import Goal, link
 
@@ -18,6 +18,11 @@ async def run(bench: Bench) -> None:
     started = time.monotonic()
     bench.log(f"work dir {bench.config.work}; database {bench.config.db_name}")
     await bench.recreate_database()
+    if bench.config.only == "export":
+        await exports.export_memory(bench)
+        bench.elapsed = time.monotonic() - started
+        bench.loadavg_end = os.getloadavg()
+        return
     await ceilings.pgbench(bench)
     await ceilings.bare_asgi(bench)
     await ceilings.aio_pika(bench)
@@ -47,6 +52,7 @@ async def run(bench: Bench) -> None:
     finally:
         api.stop()
     await http_runs.embedded(bench)
+    await exports.export_memory(bench)
     if bench.config.broker_url:
         await broker.delete_exchange(bench.config.broker_url, EXCHANGE, CONSUMED_QUEUES)
     link_rows(bench)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
+from typing import IO
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tillpoint.adapters import files
 from tillpoint.adapters import logging as log_setup
 from tillpoint.adapters.brokers.consumers import RabbitConsumers
 from tillpoint.adapters.brokers.inprocess import InProcessBroker
@@ -16,6 +20,7 @@ from tillpoint.adapters.brokers.rabbitmq import RabbitPublisher
 from tillpoint.adapters.clock import SystemClock
 from tillpoint.adapters.db import migrate as migrations
 from tillpoint.adapters.db.engine import make_engine
+from tillpoint.adapters.db.exports import SqlMovementSource
 from tillpoint.adapters.db.idempotency import SqlIdempotencyStore
 from tillpoint.adapters.db.migrate import SchemaState
 from tillpoint.adapters.db.outbox import SqlOutbox
@@ -40,9 +45,16 @@ from tillpoint.service.consumers import (
     handle_order_event,
 )
 from tillpoint.service.context import Deps, ServiceConfig
+from tillpoint.service.exports import Column, Record
 from tillpoint.service.idempotency import Idempotency
 from tillpoint.service.outbox import OutboxHealth, OutboxRelay, outbox_health, report_outbox_health
-from tillpoint.service.ports import Clock, PaymentProvider, ProviderCallLog, Publisher
+from tillpoint.service.ports import (
+    Clock,
+    MovementSource,
+    PaymentProvider,
+    ProviderCallLog,
+    Publisher,
+)
 from tillpoint.service.webhooks import WebhookInbox, receive_webhook
 
 log = structlog.get_logger("tillpoint.bootstrap")
@@ -64,6 +76,11 @@ class Container:
     providers: ProviderRegistry = field(default_factory=lambda: ProviderRegistry({}))
     oidc: OidcVerifier | None = None  # JWT bearer tokens, when TILLPOINT_OIDC_ISSUER is set
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter({}))
+
+    @cached_property
+    def movements(self) -> MovementSource:
+        """The money movements that exports stream (docs/exports.md)."""
+        return SqlMovementSource(self.engine)
 
     async def database_check(self) -> str:
         """`UP`, `DOWN` (unreachable) or `NOT_MIGRATED` (the schema is behind this code)."""
@@ -246,6 +263,43 @@ def build(settings: Settings | None = None, *, clock: Clock | None = None) -> Co
             prefix=settings.rate_limit_prefix,
         ),
     )
+
+
+@asynccontextmanager
+async def movement_source(settings: Settings) -> AsyncIterator[MovementSource]:
+    """The money movements of the configured database, for a command that only exports (one
+    connection, closed on exit)."""
+    engine = make_engine(settings.database_url, pool_size=1)
+    try:
+        yield SqlMovementSource(engine)
+    finally:
+        await engine.dispose()
+
+
+@contextmanager
+def export_target(
+    target: str,
+    settings: Settings,
+    *,
+    content_type: str,
+    on_upload: Callable[[int], None] | None = None,
+) -> Iterator[IO[bytes]]:
+    """The file an export writes to, in place at `target` (a path or `s3://bucket/key`, the
+    latter through `TILLPOINT_EXPORT_S3_ENDPOINT`) once the block ends without an error."""
+    with files.export_target(
+        target,
+        content_type=content_type,
+        s3_endpoint=settings.export_s3_endpoint,
+        on_upload=on_upload,
+    ) as file:
+        yield file
+
+
+async def write_parquet(
+    file: IO[bytes], columns: Sequence[Column], records: AsyncIterable[Record]
+) -> None:
+    """The records as a typed Parquet file (docs/exports.md)."""
+    await files.write_parquet(file, columns, records)
 
 
 def oidc_verifier(settings: Settings) -> OidcVerifier | None:

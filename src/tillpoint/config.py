@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     # Requests beyond these limits are refused (413, 431) before they are read into memory.
     max_body_bytes: int = Field(DEFAULT_MAX_BODY_BYTES, ge=1024, le=1024**3)
     max_header_bytes: int = Field(DEFAULT_MAX_HEADER_BYTES, ge=4096, le=1024**2)
+    # `tillpoint export … --out s3://bucket/key`: an S3-compatible endpoint (MinIO, …); empty:
+    # AWS S3. Credentials and region come from boto3's own chain (AWS_* variables, profiles).
+    export_s3_endpoint: str = ""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "console"] = "json"
     run_workers_in_api: bool | None = None
@@ -207,6 +210,13 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str) -> str:
         if value and not value.removeprefix("async+").startswith(("redis://", "rediss://")):
             raise ValueError("a Redis URL starts with redis:// or rediss://")
+        return value
+
+    @field_validator("export_s3_endpoint")
+    @classmethod
+    def _s3_endpoint(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError("an S3 endpoint is a URL that starts with http:// or https://")
         return value
 
     @field_validator("log_level", mode="before")

@@ -72,6 +72,7 @@ ACCESS: Final[dict[Route, Access]] = {
     ("GET", "/api/v1/admin/payments/{payment_id}/provider-calls"): ADMIN,
     ("GET", "/api/v1/admin/disputes"): ADMIN,
     ("POST", "/api/v1/mock/dashboard/{provider_payment_id}/{action}"): ADMIN,
+    ("GET", "/api/v1/admin/exports/ledger.csv"): ADMIN,
     # Provider webhooks and their admin views
     ("POST", "/api/v1/webhooks/{provider}"): SIGNATURE,
     ("GET", "/api/v1/admin/webhooks/events"): ADMIN,

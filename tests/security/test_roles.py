@@ -167,7 +167,11 @@ STAGES: Final[dict[Route, Stage]] = {
     ("POST", "/api/v1/admin/orders/{order_id}/payments/{payment_id}/refund"): "captured",
 }
 # Where a route without path parameters of its own is called.
-URLS: Final[dict[Route, str]] = {("GET", "/docs/assets"): "/docs/assets/swagger-ui.css"}
+URLS: Final[dict[Route, str]] = {
+    ("GET", "/docs/assets"): "/docs/assets/swagger-ui.css",
+    ("GET", "/api/v1/admin/exports/ledger.csv"): "/api/v1/admin/exports/ledger.csv"
+    "?created_from=2026-11-01T00:00:00Z&created_to=2026-12-01T00:00:00Z",
+}
 
 
 async def call(oidc: Oidc, route: Route, world: World, caller: Caller) -> httpx.Response:

@@ -1,4 +1,4 @@
-"""`tillpoint serve | worker | migrate`."""
+"""`tillpoint serve | worker | migrate | export`."""
 
 from __future__ import annotations
 
@@ -8,20 +8,35 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import AsyncIterable, AsyncIterator
+from datetime import UTC, date, datetime
+from typing import IO, Any
 
 import structlog
+from tqdm import tqdm
 
 from tillpoint import __version__
 from tillpoint.bootstrap import (
     api_keys,
     configure_logging,
+    export_target,
     migrate,
+    movement_source,
     preflight,
     schema_preflight,
     serve_worker_metrics,
+    write_parquet,
 )
 from tillpoint.config import ConfigurationRefused, Settings
+from tillpoint.domain.errors import ValidationFailed
 from tillpoint.entrypoints import serving
+from tillpoint.service import exports
+from tillpoint.service.ports import (
+    ExportTargetFailed,
+    ExportWindow,
+    MovementSource,
+    StorageUnavailable,
+)
 
 log = structlog.get_logger("tillpoint.cli")
 
@@ -94,6 +109,85 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "parquet": "application/vnd.apache.parquet"}
+
+
+def instant(text: str) -> datetime:
+    """`--from`/`--to`: RFC 3339 with a zone (`2026-11-01T00:00:00Z`) or a date, which is its
+    midnight UTC (`2026-11-01`)."""
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (2026-11-01) or an RFC 3339 time with a zone"
+        ) from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone: add Z or an offset")
+    return moment.astimezone(UTC)
+
+
+async def _counted(
+    records: AsyncIterable[exports.Record], bar: Any, seen: list[int]
+) -> AsyncIterator[exports.Record]:
+    async for record in records:
+        seen[0] += 1
+        bar.update(1)
+        yield record
+
+
+async def _write_ledger(
+    file: IO[bytes], window: ExportWindow, fmt: str, source: MovementSource, quiet: bool
+) -> int:
+    total = await source.count(window)
+    with tqdm(
+        total=total, unit=" rows", unit_scale=True, file=sys.stderr, disable=quiet, leave=False
+    ) as bar:
+        seen = [0]
+        records = _counted(exports.ledger_records(window, source=source), bar, seen)
+        if fmt == "parquet":
+            await write_parquet(file, exports.LEDGER_COLUMNS, records)
+        else:
+            async for chunk in exports.csv_chunks(exports.LEDGER_HEADER, records):
+                file.write(chunk)
+    return seen[0]
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    window = ExportWindow(args.created_from, args.created_to, args.provider)
+
+    async def main(file: IO[bytes]) -> int:
+        async with movement_source(settings) as source:
+            return await _write_ledger(file, window, args.format, source, args.quiet)
+
+    uploaded: list[Any] = []
+
+    def on_upload(sent: int) -> None:
+        if not uploaded:
+            uploaded.append(tqdm(unit="B", unit_scale=True, file=sys.stderr, disable=args.quiet))
+        uploaded[0].update(sent)
+
+    try:
+        exports.check_window(window)
+        schema_preflight(settings)
+        with export_target(
+            args.out, settings, content_type=CONTENT_TYPES[args.format], on_upload=on_upload
+        ) as file:
+            rows = asyncio.run(main(file))
+    except (ValidationFailed, ConfigurationRefused) as exc:
+        print(f"tillpoint export: {exc}", file=sys.stderr)
+        return 2
+    except (ExportTargetFailed, StorageUnavailable) as exc:
+        print(f"tillpoint export: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for bar in uploaded:
+            bar.close()
+    print(json.dumps({"exported": rows, "out": args.out, "format": args.format}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tillpoint", description="tillpoint payment service (settings: TILLPOINT_* env)"
@@ -110,6 +204,20 @@ def main(argv: list[str] | None = None) -> int:
     migrate = sub.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("revision", nargs="?", default="head")
     migrate.set_defaults(run=_migrate)
+    export = sub.add_parser("export", help="write an export file (docs/exports.md)")
+    what = export.add_subparsers(dest="export", required=True)
+    ledger = what.add_parser(
+        "ledger",
+        help="every money movement of a window, to a file or s3://bucket/key",
+        description="Every money movement created in [--from, --to), oldest first.",
+    )
+    ledger.add_argument("--from", dest="created_from", type=instant, required=True)
+    ledger.add_argument("--to", dest="created_to", type=instant, required=True)
+    ledger.add_argument("--provider", help="only this provider's movements")
+    ledger.add_argument("--out", required=True, help="a file path or s3://bucket/key")
+    ledger.add_argument("--format", choices=sorted(CONTENT_TYPES), default="csv")
+    ledger.add_argument("--quiet", action="store_true", help="no progress bar")
+    ledger.set_defaults(run=_export)
     args = parser.parse_args(argv)
     settings = Settings()
     configure_logging(settings)

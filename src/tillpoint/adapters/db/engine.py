@@ -3,11 +3,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+# SQLite: a connection with this execution option begins deferred (`BEGIN`), not IMMEDIATE: it
+# only reads, so it takes no write lock and writers go on while it reads (WAL).
+SQLITE_READ_ONLY: Final = "tillpoint_read_only"
+
+
+def read_only(engine: AsyncEngine) -> AsyncEngine:
+    """The engine for long reads (an export): one snapshot, no lock that stops writers.
+    PostgreSQL opens `READ ONLY` `REPEATABLE READ` transactions; SQLite deferred ones."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{SQLITE_READ_ONLY: True})
+    return engine.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
 
 
 def is_sqlite(url: str) -> bool:
@@ -30,7 +42,8 @@ def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 5) -> Asyn
 
         @event.listens_for(engine.sync_engine, "begin")
         def _on_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            read_only = conn.get_execution_options().get(SQLITE_READ_ONLY, False)
+            conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
         return engine
     # No pre-ping: it costs a round trip per checkout on the hot path. A connection that died

@@ -16,6 +16,7 @@ from tillpoint.entrypoints.api.middleware import EdgeGuardMiddleware, RequestCon
 from tillpoint.entrypoints.api.routes import (
     admin,
     aliases,
+    exports,
     health,
     orders,
     payments,
@@ -66,7 +67,7 @@ def create_app(
     errors.install(app)
     app.add_middleware(EdgeGuardMiddleware)  # inside: its refusals carry the request id
     app.add_middleware(RequestContextMiddleware)
-    for module in (health, orders, payments, admin, reconciliation, webhooks):
+    for module in (health, orders, payments, admin, reconciliation, exports, webhooks):
         app.include_router(module.router)
     app.include_router(payments.mock_router)
     aliases.install(app)

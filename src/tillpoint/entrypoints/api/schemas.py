@@ -362,6 +362,22 @@ class ListPaymentsQuery(BaseModel):
     cursor: str | None = Field(None, max_length=64)
 
 
+class LedgerExportQuery(BaseModel):
+    """The window of a ledger export: half-open, `[created_from, created_to)`."""
+
+    created_from: Timestamp
+    created_to: Timestamp
+    provider: str | None = Field(None, min_length=1, max_length=32)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Self:
+        if self.created_from >= self.created_to:
+            raise PydanticCustomError(
+                "window", "created_to must be later than created_from (the window is [from, to))"
+            )
+        return self
+
+
 # -- responses ----------------------------------------------------------------------------------
 
 

@@ -7,9 +7,16 @@ inheriting. Open the module for the boundary you need:
 - `webhooks`: provider webhook verifiers and the inbox rows;
 - `messaging`: the broker the outbox relay publishes to;
 - `idempotency`: the Idempotency-Key store;
-- `observe`: the clock and telemetry.
+- `observe`: the clock and telemetry;
+- `exports`: the money movements a finance export streams.
 """
 
+from tillpoint.service.ports.exports import (
+    ExportTargetFailed,
+    ExportWindow,
+    Movement,
+    MovementSource,
+)
 from tillpoint.service.ports.idempotency import (
     Claim,
     ClaimOutcome,
@@ -100,6 +107,8 @@ __all__ = [
     "DisputeFilter",
     "DisputeNotice",
     "DisputeRepository",
+    "ExportTargetFailed",
+    "ExportWindow",
     "IdempotencyStore",
     "InboxEntry",
     "InboxRepository",
@@ -109,6 +118,8 @@ __all__ = [
     "Lookup",
     "MalformedEvent",
     "MockControl",
+    "Movement",
+    "MovementSource",
     "OperationRepository",
     "OrderRepository",
     "OutboxMessage",
