@@ -9,6 +9,9 @@ the same window finds nothing new.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,6 +24,7 @@ from tests.conftest import ADMIN_KEY, headers, new_key
 from tests.support import flows
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container
+from tillpoint.service.reconciliation import DISCREPANCY_HEADER
 
 
 @pytest.fixture
@@ -138,6 +142,19 @@ async def test_a_provider_payment_unknown_to_us_is_flagged(
     assert found["payment_id"] is None
     assert found["theirs"]["captured_amount"] == "42.00"
     await nothing_new(shop, since)
+
+    exported = await shop.http.get(
+        f"/api/v1/admin/reconciliation/runs/{run['run_id']}/discrepancies.csv",
+        headers=headers(ADMIN_KEY),
+    )
+    assert exported.status_code == 200, exported.text
+    assert exported.headers["content-type"] == "text/csv; charset=utf-8"
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert tuple(rows[0]) == DISCREPANCY_HEADER
+    assert [(r["discrepancy_id"], r["kind"], r["provider_payment_id"]) for r in rows] == [
+        (found["discrepancy_id"], "missing_locally", foreign)
+    ]
+    assert json.loads(rows[0]["theirs"])["captured_amount"] == "42.00"
 
     resolved = await shop.http.post(
         f"/api/v1/admin/reconciliation/discrepancies/{found['discrepancy_id']}/resolve",

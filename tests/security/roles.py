@@ -61,6 +61,7 @@ ACCESS: Final[dict[Route, Access]] = {
     ("GET", "/api/v1/admin/reconciliation/runs"): ADMIN,
     ("GET", "/api/v1/admin/reconciliation/runs/{run_id}"): ADMIN,
     ("GET", "/api/v1/admin/reconciliation/runs/{run_id}/discrepancies"): ADMIN,
+    ("GET", "/api/v1/admin/reconciliation/runs/{run_id}/discrepancies.csv"): ADMIN,
     ("POST", "/api/v1/admin/reconciliation/discrepancies/{discrepancy_id}/resolve"): ADMIN,
     ("GET", "/api/v1/payments/{payment_id}"): SERVICE_OR_CUSTOMER,
     ("GET", "/api/v1/payments/{payment_id}/events"): SERVICE,

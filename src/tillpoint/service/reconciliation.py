@@ -22,10 +22,11 @@ heartbeat stopped FAILED, and the next run covers the window again.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -45,6 +46,7 @@ from tillpoint.domain.payment import (
 from tillpoint.domain.reconciliation import Action, Discrepancy, Kind, Run, RunStatus
 from tillpoint.service.context import Deps
 from tillpoint.service.disputes import apply_dispute
+from tillpoint.service.exports import Record
 from tillpoint.service.janitor import in_flight, resolve_operation
 from tillpoint.service.outcomes import apply_outcome
 from tillpoint.service.ports import (
@@ -137,6 +139,58 @@ async def list_discrepancies(
     await get_run(run_id, deps=deps)
     async with deps.uow() as uow:
         return await uow.reconciliations.discrepancies(run_id, filters, limit, cursor)
+
+
+DISCREPANCY_HEADER: Final = (
+    "discrepancy_id",
+    "run_id",
+    "provider",
+    "kind",
+    "action",
+    "payment_id",
+    "provider_payment_id",
+    "ours_status",
+    "theirs_status",
+    "ours",
+    "theirs",
+    "detail",
+    "created_at",
+    "resolved_at",
+    "resolved_by",
+    "resolution_note",
+)
+
+
+async def discrepancy_records(run_id: str, *, deps: Deps) -> AsyncIterator[Record]:
+    """A run's discrepancies as rows of `DISCREPANCY_HEADER`, oldest first, page by page
+    (`ours` and `theirs` as compact JSON)."""
+    cursor: str | None = None
+    while True:
+        async with deps.uow() as uow:
+            page, cursor = await uow.reconciliations.discrepancies(
+                run_id, DiscrepancyFilter(), PAGE, cursor
+            )
+        for d in page:
+            yield (
+                d.id,
+                d.run_id,
+                d.provider,
+                d.kind.value,
+                d.action.value,
+                d.payment_id,
+                d.provider_payment_id,
+                d.ours.get("status"),
+                d.theirs.get("status"),
+                json.dumps(d.ours, separators=(",", ":"), sort_keys=True),
+                json.dumps(d.theirs, separators=(",", ":"), sort_keys=True),
+                d.detail,
+                d.created_at,
+                d.resolved_at,
+                d.resolved_by,
+                d.resolution_note,
+            )
+        if cursor is None:
+            return
 
 
 async def resolve_discrepancy(

@@ -15,8 +15,10 @@ from tillpoint.entrypoints.api.dependencies import Admin, ContainerDep, DepsDep
 from tillpoint.entrypoints.api.idempotent import Attempt, idempotent
 from tillpoint.entrypoints.api.models import DiscrepancyOut, DiscrepancyPage, RunOut, RunPage
 from tillpoint.entrypoints.api.openapi import IDEMPOTENT, answers, ok
+from tillpoint.entrypoints.api.routes.exports import CSV_MEDIA_TYPE, CsvResponse, csv_response
 from tillpoint.entrypoints.api.schemas import ResolveIn, discrepancy_json, run_json
 from tillpoint.service import reconciliation
+from tillpoint.service.exports import csv_chunks
 from tillpoint.service.ports import DiscrepancyFilter
 
 router = APIRouter(prefix="/api/v1/admin/reconciliation", tags=["reconciliation"])
@@ -74,6 +76,32 @@ async def list_discrepancies(
         run_id, DiscrepancyFilter(kind, action), deps=deps, limit=limit, cursor=cursor
     )
     return {"data": [discrepancy_json(d) for d in found], "next_cursor": next_cursor}
+
+
+@router.get(
+    "/runs/{run_id}/discrepancies.csv",
+    summary="What a run found, as a streamed CSV file (admin)",
+    response_class=CsvResponse,
+    responses={
+        200: {
+            "description": "the CSV file (UTF-8); its header is in docs/api.md (Reconciliation)",
+            "content": {CSV_MEDIA_TYPE: {"schema": {"type": "string"}}},
+            "headers": {
+                "Content-Disposition": {
+                    "description": 'attachment; filename="discrepancies_<run_id>.csv"',
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^attachment; filename="},
+                }
+            },
+        },
+        **answers(401, 403, 404, 422),
+    },
+)
+async def discrepancies_csv(run_id: str, principal: Admin, deps: DepsDep) -> CsvResponse:
+    run = await reconciliation.get_run(run_id, deps=deps)  # 404 before the file starts
+    records = reconciliation.discrepancy_records(run.run_id, deps=deps)
+    chunks = csv_chunks(reconciliation.DISCREPANCY_HEADER, records)
+    return await csv_response(chunks, f"discrepancies_{run.run_id}.csv")
 
 
 @router.post(
