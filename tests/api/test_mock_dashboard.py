@@ -16,6 +16,7 @@ from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, CUSTOMER_KEY, SERVICE_KEY, headers, new_key
 from tillpoint.adapters.db import tables as t
 from tillpoint.domain.payment import ProviderStatus
+from tillpoint.service.webhooks import process_due_webhooks
 
 
 def dashboard(provider_payment_id: str, action: str) -> str:
@@ -25,7 +26,9 @@ def dashboard(provider_payment_id: str, action: str) -> str:
 async def act(
     api: Api, provider_payment_id: str, action: str, body: Any = None, *, key: str = ADMIN_KEY
 ) -> httpx.Response:
-    return await api.post(dashboard(provider_payment_id, action), body, key=key)
+    """The dashboard action, telling tillpoint nothing unless `body` names a `webhook`."""
+    sent = {"webhook": "never", **(body or {})} if body is None or isinstance(body, dict) else body
+    return await api.post(dashboard(provider_payment_id, action), sent, key=key)
 
 
 async def stored_webhook_types(api: Api, provider_payment_id: str) -> list[str]:
@@ -69,7 +72,7 @@ async def test_a_refund_in_the_dashboard_shows_at_the_mock_and_not_in_tillpoint(
     assert (view.refunded_minor, view.refunds[0].idempotency_key) == (3000, None)
     ours = await api.payment_state(paid["payment_id"])
     assert (ours["status"], ours["refunded_amount"]) == ("CAPTURED", "0.00")
-    assert await stored_webhook_types(api, pi) == []  # the default: tillpoint is not told
+    assert await stored_webhook_types(api, pi) == []  # "never": tillpoint is not told
 
 
 async def test_refunding_the_rest_makes_it_refunded_and_more_is_refused(api: Api) -> None:
@@ -157,11 +160,29 @@ async def test_a_dispute_opened_in_the_dashboard(api: Api) -> None:
     assert [d.status for d in view.disputes] == ["needs_response"]
 
 
-async def test_a_dispute_sends_no_webhook_yet(api: Api) -> None:
+async def test_a_dispute_is_announced_by_webhook_and_opens_one_in_tillpoint(api: Api) -> None:
     paid = await api.confirmed("100.00")
-    response = await act(api, paid["provider_payment_id"], "dispute", {"webhook": "now"})
-    body = assert_problem(response, 422, "validation_error")
-    assert "never" in body["detail"] or "never" in str(body.get("errors"))
+
+    response = await act(
+        api, paid["provider_payment_id"], "dispute", {"amount": "30.00", "webhook": "now"}
+    )
+
+    assert response.status_code == 200, response.text
+    assert await stored_webhook_types(api, paid["provider_payment_id"]) == ["payment.disputed"]
+    inbox = api.container.webhooks
+    assert inbox is not None
+    await process_due_webhooks(deps=api.container.deps, inbox=inbox)
+    state = await api.payment_state(paid["payment_id"])
+    assert state["disputed_amount"] == "30.00"
+
+
+async def test_the_default_is_to_send_the_webhook_now(api: Api) -> None:
+    paid = await api.confirmed("100.00")
+
+    response = await api.post(dashboard(paid["provider_payment_id"], "refund"), {}, key=ADMIN_KEY)
+
+    assert response.status_code == 200, response.text
+    assert await stored_webhook_types(api, paid["provider_payment_id"]) == ["refund.succeeded"]
 
 
 async def test_webhook_now_sends_the_mock_s_signed_webhook(api: Api) -> None:

@@ -155,7 +155,7 @@ class MockHarness:
     ) -> None:
         amount = Money(minor, self.currency).format() if minor is not None else None
         await container.mock.dashboard(
-            provider_payment_id, action, key=secrets.token_hex(16), amount=amount
+            provider_payment_id, action, key=secrets.token_hex(16), amount=amount, webhook="never"
         )
 
     async def created_out_of_band(self, container: Container, minor: int) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -22,20 +22,29 @@ from tests.conformance.harness import Harness
 from tests.conformance.shop import Shop
 from tests.conftest import ADMIN_KEY, headers, new_key
 from tests.support import flows
+from tests.support.clock import MovableClock
 from tillpoint.adapters.db import tables as t
 from tillpoint.bootstrap import Container
 from tillpoint.service.reconciliation import DISCREPANCY_HEADER
 
 
 @pytest.fixture
-def since() -> datetime:
-    """The start of this test's window: the run compares only this test's payments."""
-    return datetime.now(UTC)
+def clock() -> MovableClock:
+    """A clock of this module's own, not moved by other tests: the window is compared with
+    the provider's own creation times (localstripe's are the real ones)."""
+    return MovableClock()
+
+
+@pytest.fixture
+def since(container: Container) -> datetime:
+    """The start of this test's window: the run compares only this test's payments. Read
+    from the service's clock (the suite's movable one), which stamps the payments."""
+    return container.deps.clock.now()
 
 
 async def reconcile(shop: Shop, since: datetime) -> dict[str, Any]:
     """One run over [since, now + 1 s) of this adapter; the finished run and its findings."""
-    until = datetime.now(UTC) + timedelta(seconds=1)
+    until = shop.container.deps.clock.now() + timedelta(seconds=1)
     window = {
         "provider": shop.harness.name,
         "created_from": since.isoformat(),

@@ -484,21 +484,18 @@ class MockGateway:
         key: str,
         amount: str | None = None,
         reason: str | None = None,
-        webhook: Webhook = "never",
+        webhook: Webhook = "now",
     ) -> ProviderPayment:
         """What a support agent does in the mock's dashboard to one of its payments: refund it
         (fully or partly), capture or cancel a held payment, or open a dispute on it. It acts on
         the mock's own ledger only — a row under `dashboard:<key>`, so the same `key` acts once —
-        and tillpoint hears of it only by the usual signed webhook when `webhook` is `now` or
-        `late` (never for a dispute yet). Returns the payment's view afterwards.
+        and tillpoint hears of it only by the usual signed webhook when `webhook` is `now` (the
+        default, as API.md has it) or `late`; `never` is the lost webhook. Returns the
+        payment's view afterwards.
 
         Refuses, before recording anything: an unknown payment (`NotFound`), an action its state
         does not allow or an amount beyond what it allows (`InvalidStateTransition`), an amount
         that is not one in the payment's currency (`ValidationFailed`)."""
-        if action == "dispute" and webhook != "never":
-            raise ValidationFailed(
-                "webhook", 'the mock sends no dispute webhooks yet: only "never" is accepted'
-            )
         view = await self._view(provider_payment_id)
         if view is None:
             raise NotFound(f"the mock has no payment {provider_payment_id!r}")
@@ -521,6 +518,12 @@ class MockGateway:
                 }
             fresh = await self._insert(values)
             if fresh and webhook != "never":
+                if action == "dispute":  # announced as the dispute it opened
+                    result = replace(
+                        result,
+                        status=ProviderStatus.DISPUTED,
+                        failure_code=values["result"]["reason"],
+                    )
                 self._announce(idempotency_key, result, late=webhook == "late")
         elif (recorded.operation, recorded.provider_payment_id) != (operation, provider_payment_id):
             raise ValidationFailed("key", "this dashboard key was used for another action")

@@ -37,6 +37,7 @@ EVENT_TYPES: Final[Mapping[ProviderStatus, str]] = {
     ProviderStatus.FAILED: "payment.failed",
     ProviderStatus.CANCELED: "payment.canceled",
     ProviderStatus.REFUNDED: "refund.succeeded",
+    ProviderStatus.DISPUTED: "payment.disputed",
 }
 FAULTS: Final = frozenset({"duplicate", "reorder", "late"})
 DELIVERY_ATTEMPTS: Final = 5
@@ -89,6 +90,13 @@ class MockWebhookSimulator:
             data["failure_code"] = result.failure_code
         if result.status is ProviderStatus.REFUNDED and result.reference:
             data["provider_refund_id"] = result.reference
+        if result.status is ProviderStatus.DISPUTED:  # a dispute the dashboard opened
+            data.pop("failure_code", None)
+            data |= {
+                "provider_dispute_id": result.reference,
+                "reason": result.failure_code or "fraudulent",
+                "status": "needs_response",
+            }
         created = int(datetime.now(UTC).timestamp())
         return [
             {"id": new_id("evt"), "type": kind, "created": created, "data": dict(data)}

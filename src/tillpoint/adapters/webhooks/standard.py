@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
 from standardwebhooks import Webhook
@@ -15,8 +16,9 @@ from standardwebhooks import Webhook
 from tillpoint.adapters.webhooks import redact
 from tillpoint.domain.errors import ValidationFailed
 from tillpoint.domain.money import Money
-from tillpoint.domain.payment import ProviderStatus
+from tillpoint.domain.payment import DisputeStatus, ProviderStatus
 from tillpoint.service.ports import (
+    DisputeNotice,
     InvalidSignature,
     MalformedEvent,
     ParsedEvent,
@@ -32,6 +34,7 @@ EVENT_KINDS: Final[Mapping[str, ProviderStatus]] = {
     "payment.failed": ProviderStatus.FAILED,
     "payment.canceled": ProviderStatus.CANCELED,
     "refund.succeeded": ProviderStatus.REFUNDED,
+    "payment.disputed": ProviderStatus.DISPUTED,
 }
 
 
@@ -83,6 +86,7 @@ class StandardWebhooksVerifier:
                 failure_code=_text(data, "failure_code"),
                 failure_message=_text(data, "failure_message"),
                 provider_refund_id=_text(data, "provider_refund_id"),
+                dispute=_dispute(data) if kind is ProviderStatus.DISPUTED else None,
             ),
         )
 
@@ -93,6 +97,24 @@ class StandardWebhooksVerifier:
 def _text(data: Mapping[str, Any], key: str) -> str | None:
     value = data.get(key)
     return value if isinstance(value, str) and value else None
+
+
+def _dispute(data: Mapping[str, Any]) -> DisputeNotice:
+    """`payment.disputed`: `provider_dispute_id`, `reason`, `status` (needs_response,
+    under_review, won, lost) and an optional RFC 3339 `evidence_due_by`."""
+    reference, reason = _text(data, "provider_dispute_id"), _text(data, "reason")
+    if reference is None or reason is None:
+        raise MalformedEvent("`data.provider_dispute_id` and `data.reason` are required")
+    try:
+        status = DisputeStatus(str(data.get("status")))
+    except ValueError:
+        raise MalformedEvent(f"`data.status` {data.get('status')!r} is no dispute status") from None
+    due = _text(data, "evidence_due_by")
+    try:
+        evidence_due_by = datetime.fromisoformat(due) if due else None
+    except ValueError:
+        raise MalformedEvent("`data.evidence_due_by` is not an RFC 3339 time") from None
+    return DisputeNotice(reference, reason, status, evidence_due_by)
 
 
 def _amount(data: Mapping[str, Any]) -> Money | None:

@@ -293,7 +293,9 @@ class MockDashboardIn(Body):
 
     amount: AmountText | None = None
     reason: FreeText | None = Field(None, max_length=500)
-    webhook: Literal["now", "late", "never"] = "never"
+    # How tillpoint hears of it: the mock's signed webhook now (API.md's default), late, or
+    # never (a lost webhook: only reconciliation finds it).
+    webhook: Literal["now", "late", "never"] = "now"
 
 
 class AmountIn(Body):
