@@ -232,7 +232,7 @@ def stage_data(
     api.post(
         f"/api/v1/mock/dashboard/{disputed['provider_payment_id']}/dispute",
         ADMIN_KEY,
-        {"amount": "5.00"},
+        {"amount": "5.00", "webhook": "never"},  # a lost webhook: reconciliation finds it
     )
     settled = api.payment("pm_card_async")
     assert settled["status"] == "PROCESSING", settled
