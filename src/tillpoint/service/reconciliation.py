@@ -433,6 +433,7 @@ class Check:
 
     async def __call__(self) -> None:
         await self._settle_open_operations()
+        await self._stuck()
         if not self.payment.provider_payment_id or self.payment.status is S.INITIATED:
             return  # it never reached the provider: nothing to compare
         theirs = await self.provider.payment(self.payment.provider_payment_id)
@@ -445,7 +446,6 @@ class Check:
             )
             return
         await self._compare(theirs)
-        await self._stuck()
 
     # -- 1. open operations ----------------------------------------------------------------
 

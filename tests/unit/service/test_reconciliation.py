@@ -11,17 +11,19 @@ from datetime import datetime, timedelta
 import pytest
 
 from tests.unit.fakes import World, world
-from tests.unit.service.steps import confirmed
+from tests.unit.service.steps import API, confirmed, initiated
 from tillpoint.domain.errors import InvalidStateTransition
 from tillpoint.domain.order import OrderStatus
 from tillpoint.domain.payment import Payment, PaymentStatus, ProviderStatus, RefundStatus
 from tillpoint.domain.reconciliation import Action, Kind, Run, RunStatus
 from tillpoint.service import reconciliation
+from tillpoint.service.payments import confirm_payment
 from tillpoint.service.ports import (
     DiscrepancyFilter,
     ProviderDispute,
     ProviderPayment,
     ProviderRefund,
+    ProviderTimeout,
 )
 
 S, P = PaymentStatus, ProviderStatus
@@ -272,3 +274,17 @@ async def test_a_chargeback_we_had_not_heard_of_is_recorded(w: World, views: Vie
     closed = await run(w)
     assert await found(w, closed) == [(Kind.STATUS_MISMATCH, Action.HEALED)]
     assert w.store.routing_keys(payment.id)[-1] == "payment.dispute_closed"
+
+
+async def test_an_operation_unresolved_past_its_sla_is_flagged_stuck(w: World) -> None:
+    payment = await initiated(w)
+    w.provider.will("authorize", ProviderTimeout("slow"))
+    await confirm_payment(payment.id, None, API, deps=w.deps)
+    w.provider.will_look_up(*[ProviderTimeout("still slow")] * 4)  # nobody can tell
+    w.clock.advance(w.deps.config.reconcile_stuck_after + timedelta(hours=1))
+
+    done = await run(w)
+
+    assert await found(w, done) == [(Kind.STUCK, Action.FLAGGED)]
+    assert w.store.payment(payment.id).status is S.PROCESSING  # never settled by guess
+    assert (await run(w)).flagged == 0
