@@ -315,9 +315,9 @@ async def test_a_confirm_whose_answer_was_lost_is_resolved_by_the_janitor(
         assert await operations(container, payment_id) == [("SALE", "UNKNOWN")]
         assert await audit(container, payment_id) == [("authorize", "timeout")]
 
-        settled = await resolve_open_operations(deps=container.deps, everything=True)
+        checked = await resolve_open_operations(deps=container.deps, everything=True)
 
-        assert settled == 1
+        assert checked >= 1  # ours, and any open operation other tests left in the database
         state = await flows.payment(http, payment_id)
         assert (state["status"], state["captured_amount"]) == ("CAPTURED", "30.00"), state
         assert await operations(container, payment_id) == [("SALE", "SUCCEEDED")]
