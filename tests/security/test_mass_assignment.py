@@ -20,11 +20,8 @@ from tests.api.conftest import Api, assert_problem
 from tests.conftest import ADMIN_KEY, SERVICE_KEY, new_key
 from tests.security.roles import ACCESS, Route
 from tests.support import flows
+from tests.support.records import flagged_discrepancy
 from tests.webhooks.support import deliver, mock_event
-from tillpoint.bootstrap import Container
-from tillpoint.domain.ids import new_id
-from tillpoint.domain.reconciliation import Action, Discrepancy, Kind
-from tillpoint.service import reconciliation
 
 Stage = Literal["pending", "initiated", "authorized", "captured"]
 
@@ -239,28 +236,8 @@ async def ids_at(api: Api, stage: Stage) -> Ids:
         payment_id,
         events.json()["data"][0]["webhook_event_id"],
         provider_payment_id,
-        await flagged_discrepancy(api.container),
+        (await flagged_discrepancy(api.container))[1],
     )
-
-
-async def flagged_discrepancy(container: Container) -> str:
-    deps = container.deps
-    run = await reconciliation.start_run(deps=deps, created_from=deps.clock.now())
-    assert run is not None
-    found = Discrepancy(
-        id=new_id("dsc"),
-        run_id=run.run_id,
-        provider="mock",
-        kind=Kind.MISSING_LOCALLY,
-        action=Action.FLAGGED,
-        fingerprint=f"test:{new_id('fp')}",
-        detail="made by the mass-assignment test",
-        created_at=deps.clock.now(),
-    )
-    async with deps.uow() as uow:
-        assert await uow.reconciliations.add_discrepancy(found)
-        await uow.commit()
-    return found.id
 
 
 def with_field(body: dict[str, Any], where: Where, name: str, value: Any) -> dict[str, Any]:

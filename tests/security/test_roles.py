@@ -22,12 +22,9 @@ from tests.conftest import ADMIN_KEY, headers, new_key
 from tests.security.roles import ACCESS, CALLERS, Access, Caller, Route, app_routes
 from tests.support import flows
 from tests.support.oidc import FakeIssuer, oidc_client, serve
+from tests.support.records import flagged_discrepancy
 from tests.webhooks.support import deliver, mock_event
-from tillpoint.bootstrap import Container
-from tillpoint.domain.ids import new_id
-from tillpoint.domain.reconciliation import Action, Discrepancy, Kind
 from tillpoint.entrypoints.api.app import create_app
-from tillpoint.service import reconciliation
 
 ROUTES: Final = app_routes(create_app())
 
@@ -103,27 +100,6 @@ async def oidc(database_url: str) -> AsyncIterator[Oidc]:
         event_id = events.json()["data"][0]["webhook_event_id"]
         run_id, discrepancy_id = await flagged_discrepancy(container)
         yield Oidc(http, issuer, f"buyer-{uuid.uuid4()}", event_id, run_id, discrepancy_id)
-
-
-async def flagged_discrepancy(container: Container) -> tuple[str, str]:
-    """A finished run with one flagged discrepancy, for the routes that name them."""
-    deps = container.deps
-    run = await reconciliation.start_run(deps=deps, created_from=deps.clock.now())
-    assert run is not None
-    found = Discrepancy(
-        id=new_id("dsc"),
-        run_id=run.run_id,
-        provider="mock",
-        kind=Kind.MISSING_LOCALLY,
-        action=Action.FLAGGED,
-        fingerprint=f"test:{uuid.uuid4()}",
-        detail="made by the role matrix",
-        created_at=deps.clock.now(),
-    )
-    async with deps.uow() as uow:
-        assert await uow.reconciliations.add_discrepancy(found)
-        await uow.commit()
-    return run.run_id, found.id
 
 
 def _order_body(world: World) -> dict[str, Any]:

@@ -7,7 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from tests.conftest import new_key, settings_for
-from tillpoint.bootstrap import build
+from tillpoint.bootstrap import Container, build
+from tillpoint.domain.ids import new_id
 from tillpoint.domain.money import Money
 from tillpoint.domain.order import ChangeContext, Order
 from tillpoint.domain.payment import (
@@ -17,6 +18,8 @@ from tillpoint.domain.payment import (
     PaymentMethod,
     ProviderStatus,
 )
+from tillpoint.domain.reconciliation import Action, Discrepancy, Kind
+from tillpoint.service import reconciliation
 
 
 def captured(now: datetime, amount: Money | None = None) -> tuple[Order, Payment]:
@@ -58,3 +61,25 @@ async def captured_payment(url: str, *, commit: bool = True) -> str:
         return payment.id
     finally:
         await container.aclose()
+
+
+async def flagged_discrepancy(container: Container) -> tuple[str, str]:
+    """A reconciliation run with one flagged discrepancy (an unknown provider payment), for
+    the tests of the routes that name them: `(run_id, discrepancy_id)`."""
+    deps = container.deps
+    run = await reconciliation.start_run(deps=deps, created_from=deps.clock.now())
+    assert run is not None
+    found = Discrepancy(
+        id=new_id("dsc"),
+        run_id=run.run_id,
+        provider="mock",
+        kind=Kind.MISSING_LOCALLY,
+        action=Action.FLAGGED,
+        fingerprint=f"test:{new_id('fp')}",
+        detail="made by a test",
+        created_at=deps.clock.now(),
+    )
+    async with deps.uow() as uow:
+        assert await uow.reconciliations.add_discrepancy(found)
+        await uow.commit()
+    return run.run_id, found.id
