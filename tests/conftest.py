@@ -419,7 +419,9 @@ def headers(key: str, idempotency_key: str | None = None) -> dict[str, str]:
 
 
 def new_key() -> str:
-    return f"idem-{secrets.token_hex(8)}"
+    """A fresh Idempotency-Key. Its hex groups are joined by a letter that is no hex digit, so
+    no run of digits in it is ever long enough for the leak scan to read as a card number."""
+    return "idem-" + "g".join(secrets.token_hex(2) for _ in range(4))
 
 
 @pytest.fixture
